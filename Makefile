@@ -1,0 +1,38 @@
+# Entry points for users. Every target sets up .venv from requirements.lock first
+# (a no-op when the lock has not changed).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV_VENV := .venv-tools
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint lock bench serve clean
+
+setup:
+	@bash scripts/setup_env.sh $(VENV) requirements.lock
+
+run: setup
+	$(PY) runner.py
+
+serve: setup
+	$(PY) runner.py serve
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+
+bench: setup
+	$(PY) bench/run_all.py
+
+# Re-resolves pyproject.toml (+ lock/overrides.txt) into requirements.lock with uv,
+# which resolves this dependency set in seconds where pip backtracks for minutes.
+lock:
+	@test -x $(UV_VENV)/bin/uv || (python3 -m venv $(UV_VENV) && $(UV_VENV)/bin/pip install -q uv)
+	$(UV_VENV)/bin/uv pip compile pyproject.toml --extra serve --extra dev \
+	  --override lock/overrides.txt --python-version 3.10 \
+	  --python-platform x86_64-manylinux_2_36 --no-header --no-annotate -q -o requirements.lock
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache
