@@ -8,7 +8,10 @@ meaningless; loading, calling and saving it are real.
 
 Like a downloaded TF-Hub module it lives in a cache shared by every run:
 ``$TFHUB_CACHE_DIR`` if set, else ``~/.cache/tfx-servables/hub``. It is built
-once (about 4 s) under a file lock and published with an atomic rename.
+once (about 8 s) under a file lock and published with an atomic rename. The
+build runs in a child process: it seeds TensorFlow's global RNG, and that state
+must not leak into the exporting process (it would change the graphs, and so
+the fingerprints, of servables that use random ops).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 STANDIN_PREFIX = "standin:"
@@ -53,7 +58,10 @@ def ensure_standin(name: str = "mobilenet_v2_035_224") -> str:
         if not os.path.isfile(os.path.join(target, "saved_model.pb")):
             staging = tempfile.mkdtemp(prefix=f".build-{name}-", dir=root)
             try:
-                _build_mobilenet_v2_035_224(staging)
+                subprocess.run(
+                    [sys.executable, "-c", "import sys; from servables.hub_standin import "
+                     "_build_mobilenet_v2_035_224 as b; b(sys.argv[1])", staging],
+                    check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
                 os.rename(staging, target)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)

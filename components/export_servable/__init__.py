@@ -1,0 +1,1 @@
+"""ExportServable: a trainer-free TFX component that writes a servable as a SavedModel."""

@@ -1,0 +1,33 @@
+"""ExportServable executor: runs the export and records what was written."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from absl import logging
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import path_utils
+
+from components.export_servable.export import export_servable, signatures_json
+
+
+class Executor(base_executor.BaseExecutor):
+    """Writes the servable to ``<model.uri>/Format-Serving``."""
+
+    def Do(self, input_dict: dict[str, list[types.Artifact]],  # noqa: N802 - TFX's name
+           output_dict: dict[str, list[types.Artifact]],
+           exec_properties: dict[str, Any]) -> None:
+        """Exports one servable and sets the Model artifact's custom properties."""
+        spec = json.loads(exec_properties["servable"])
+        model = artifact_utils.get_single_instance(output_dict["model"])
+        export_dir = path_utils.serving_model_dir(model.uri)
+        logging.info("Exporting servable %s to %s", spec["name"], export_dir)
+        description = export_servable(spec, exec_properties["base_dir"], export_dir)
+        model.set_string_custom_property("servable_name", spec["name"])
+        model.set_string_custom_property("signatures", signatures_json(description))
+        model.set_string_custom_property("fingerprint", description["fingerprint"])
+        model.set_int_custom_property("size_bytes", description["size_bytes"])
+        model.set_string_custom_property("source_hash", exec_properties["source_hash"])
