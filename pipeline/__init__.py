@@ -1,0 +1,1 @@
+"""Catalog loading, the TFX pipeline definition and its local orchestration."""

@@ -1,0 +1,1 @@
+"""ServableEvaluator: calls every serving signature and blesses or rejects the model."""

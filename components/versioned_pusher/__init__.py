@@ -1,0 +1,1 @@
+"""VersionedPusher: publishes blessed models as atomic integer versions for TF Serving."""

@@ -1,0 +1,51 @@
+"""ServableEvaluator executor: runs the checks and writes blessing and report."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from absl import logging
+from tfx import types
+from tfx.components.evaluator import constants
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import io_utils, path_utils
+
+from components.servable_evaluator.checks import evaluate, render_markdown
+
+REPORT_JSON = "report.json"
+REPORT_MARKDOWN = "report.md"
+
+
+class Executor(base_executor.BaseExecutor):
+    """Blesses the model only if every check passes."""
+
+    def Do(self, input_dict: dict[str, list[types.Artifact]],  # noqa: N802 - TFX's name
+           output_dict: dict[str, list[types.Artifact]],
+           exec_properties: dict[str, Any]) -> None:
+        """Evaluates the model and writes the ModelBlessing with its report."""
+        spec = json.loads(exec_properties["servable"])
+        model = artifact_utils.get_single_instance(input_dict["model"])
+        blessing = artifact_utils.get_single_instance(output_dict["blessing"])
+        report = evaluate(path_utils.serving_model_path(model.uri), spec)
+        io_utils.write_string_file(os.path.join(blessing.uri, REPORT_JSON),
+                                   json.dumps(report, indent=2, sort_keys=True))
+        io_utils.write_string_file(os.path.join(blessing.uri, REPORT_MARKDOWN),
+                                   render_markdown(report))
+        blessed = bool(report["blessed"])
+        io_utils.write_string_file(os.path.join(
+            blessing.uri,
+            constants.BLESSED_FILE_NAME if blessed else constants.NOT_BLESSED_FILE_NAME), "")
+        blessing.set_int_custom_property(
+            constants.ARTIFACT_PROPERTY_BLESSED_KEY,
+            constants.BLESSED_VALUE if blessed else constants.NOT_BLESSED_VALUE)
+        blessing.set_string_custom_property("servable_name", spec["name"])
+        blessing.set_string_custom_property("reasons", "; ".join(report["reasons"]))
+        blessing.set_string_custom_property(
+            constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
+        blessing.set_int_custom_property(
+            constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY, model.id)
+        logging.info("Servable %s %s", spec["name"],
+                     "blessed" if blessed else f"NOT blessed: {report['reasons']}")

@@ -1,0 +1,59 @@
+"""VersionedPusher executor: checks the blessings, then publishes atomically."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from absl import logging
+from tfx import types
+from tfx.components.pusher import executor as tfx_pusher_executor
+from tfx.types import artifact_utils
+
+from components.versioned_pusher.publish import ModelPolicy, publish
+
+
+class Executor(tfx_pusher_executor.Executor):
+    """TFX's Pusher executor with integer versions and atomic publication.
+
+    Reuses the stock executor's blessing checks and ``pushed*`` properties.
+    """
+
+    def Do(self, input_dict: dict[str, list[types.Artifact]],  # noqa: N802 - TFX's name
+           output_dict: dict[str, list[types.Artifact]],
+           exec_properties: dict[str, Any]) -> None:
+        """Publishes the model if blessed; records the outcome on PushedModel."""
+        self._log_startup(input_dict, output_dict, exec_properties)
+        pushed_model = artifact_utils.get_single_instance(output_dict["pushed_model"])
+        model = artifact_utils.get_single_instance(input_dict["model"])
+        name = model.get_string_custom_property("servable_name")
+        serving = json.loads(exec_properties["serving"])
+        pushed_model.set_string_custom_property("servable_name", name)
+        if not self.CheckBlessing(input_dict):
+            blessing = artifact_utils.get_single_instance(input_dict["model_blessing"])
+            reason = blessing.get_string_custom_property("reasons") or "not blessed"
+            self._MarkNotPushed(pushed_model)
+            pushed_model.set_string_custom_property("reason", f"not_blessed: {reason}")
+            logging.info("Servable %s not pushed: not blessed (%s)", name, reason)
+            return
+        result = publish(
+            self.GetModelPath(input_dict), exec_properties["serving_root"], name,
+            fingerprint=model.get_string_custom_property("fingerprint") or None,
+            keep=serving.get("keep"),
+            config=ModelPolicy(version_policy=serving["version_policy"],
+                               versions=tuple(serving["versions"]),
+                               labels=serving["labels"]),
+            config_base_path=exec_properties.get("config_base_path") or None)
+        if result.pushed:
+            self._MarkPushed(pushed_model, pushed_destination=result.destination,
+                             pushed_version=str(result.version))
+        else:
+            self._MarkNotPushed(pushed_model)
+            pushed_model.set_string_custom_property("pushed_destination", result.destination)
+            pushed_model.set_string_custom_property("pushed_version", str(result.version))
+        pushed_model.set_string_custom_property("reason", result.reason)
+        if result.removed_versions:
+            pushed_model.set_string_custom_property(
+                "removed_versions", ",".join(map(str, result.removed_versions)))
+        logging.info("Servable %s: %s version %s at %s", name, result.reason, result.version,
+                     result.destination)

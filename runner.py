@@ -1,0 +1,189 @@
+"""tfx-servables command line: run | status | serve | compile.
+
+    python runner.py                 # = run: export, evaluate and push every servable
+    python runner.py status          # what is published, and by which run
+    python runner.py serve           # TF-Serving-compatible REST API on 127.0.0.1:8501
+    python runner.py compile --target kubeflow --out pipeline.json
+
+Everything a run writes goes under ./outputs unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DEFAULT_OUTPUT_DIR = "outputs"
+DEFAULT_CONFIG_BASE_PATH = "/models"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses the command line and runs the chosen command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    _quiet_tensorflow(args.verbose)
+    return args.command_fn(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runner.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--catalog", default=None,
+                         help="servable catalog YAML (default: servables/catalog.yaml)")
+        sub.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR,
+                         help="where the pipeline root, metadata.sqlite and (unless "
+                              "--serving-dir) the serving root go (default: ./outputs)")
+        sub.add_argument("--serving-dir", default=None,
+                         help="serving root TF Serving watches (default: OUTPUT_DIR/serving)")
+        sub.add_argument("--verbose", action="store_true",
+                         help="show TensorFlow's and TFX's own logs")
+
+    run = commands.add_parser("run", help="export, evaluate and push (the default command)")
+    common(run)
+    _add_run_flags(run)
+    run.set_defaults(command_fn=_cmd_run)
+
+    status = commands.add_parser("status", help="published versions and their provenance")
+    common(status)
+    status.set_defaults(command_fn=_cmd_status)
+
+    serve = commands.add_parser("serve", help="serve the serving root over TF Serving's REST API")
+    common(serve)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8501, help="REST port (default: 8501)")
+    serve.set_defaults(command_fn=_cmd_serve)
+
+    compile_ = commands.add_parser("compile", help="compile the pipeline for another orchestrator")
+    common(compile_)
+    compile_.add_argument("--target", choices=["kubeflow"], default="kubeflow",
+                          help="orchestrator to compile for (default: kubeflow)")
+    compile_.add_argument("--out", default="pipeline.json", help="output file")
+    compile_.add_argument("--image", default="tfx-servables:latest",
+                          help="container image with this project installed")
+    compile_.add_argument("--pipeline-root", default=None,
+                          help="pipeline root, e.g. gs://bucket/tfx-servables")
+    compile_.add_argument("--servables", default=None, help="comma-separated subset")
+    compile_.set_defaults(command_fn=_cmd_compile)
+
+    # `python runner.py` with no command (or only run flags) means `run`.
+    common(parser)
+    _add_run_flags(parser)
+    parser.set_defaults(command_fn=_cmd_run)
+    return parser
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--servables", default=None,
+                        help="comma-separated subset of the catalog (default: all)")
+    parser.add_argument("--orchestrator", choices=["beam", "local"], default="beam",
+                        help="TFX BeamDagRunner (default) or LocalDagRunner")
+    parser.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
+                        help="Beam pipeline argument, repeatable, e.g. "
+                             "--beam-arg=--direct_num_workers=2")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="re-run every step even when its inputs are unchanged")
+    parser.add_argument("--config-base-path", default=DEFAULT_CONFIG_BASE_PATH,
+                        help="base_path prefix written to models.config (default: /models, "
+                             "where the docker recipe mounts the serving root; '' writes the "
+                             "serving root's own path)")
+
+
+def _quiet_tensorflow(verbose: bool) -> None:
+    """Hides TensorFlow's C++ start-up noise and library INFO logs unless --verbose."""
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import logging
+
+    # TFX's INFO records stay in the absl logger, where the progress lines are
+    # made from them; only errors reach the terminal.
+    absl_logger = logging.getLogger("absl")
+    absl_logger.propagate = False
+    errors = logging.StreamHandler(sys.stderr)
+    errors.setLevel(logging.ERROR)
+    absl_logger.addHandler(errors)
+
+
+def _paths(args: argparse.Namespace) -> tuple[str, str, str]:
+    output_dir = os.path.abspath(args.output_dir)
+    serving_root = args.serving_dir or os.path.join(output_dir, "serving")
+    if "://" not in serving_root:
+        serving_root = os.path.abspath(serving_root)
+    return (os.path.join(output_dir, "pipeline"), serving_root,
+            os.path.join(output_dir, "metadata.sqlite"))
+
+
+def _load_catalog_or_exit(args: argparse.Namespace):
+    from pipeline.catalog import CatalogError, load_catalog
+
+    try:
+        catalog = load_catalog(args.catalog)
+        selected = _split(getattr(args, "servables", None))
+        catalog.select(selected)
+        return catalog, selected
+    except CatalogError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    catalog, selected = _load_catalog_or_exit(args)
+    pipeline_root, serving_root, metadata_path = _paths(args)
+    from pipeline import local, report
+
+    names = [s.name for s in catalog.select(selected)]
+    print(f"tfx-servables: {', '.join(names)} ({args.orchestrator} orchestrator)",
+          file=sys.stderr)
+    outcome = local.run_pipeline(
+        catalog, pipeline_root=pipeline_root, serving_root=serving_root,
+        metadata_path=metadata_path, servables=selected, orchestrator=args.orchestrator,
+        enable_cache=not args.no_cache, beam_pipeline_args=args.beam_arg,
+        config_base_path=args.config_base_path, progress=local.print_progress)
+    print(report.run_summary(outcome, metadata_path, serving_root))
+    for name, error in outcome.failures.items():
+        print(f"\nerror: {name} failed:\n{error}", file=sys.stderr)
+    return 1 if outcome.failures else 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    catalog, _ = _load_catalog_or_exit(args)
+    _, serving_root, metadata_path = _paths(args)
+    from pipeline import report
+
+    print(report.status(catalog.names(), serving_root, metadata_path))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    _, serving_root, _ = _paths(args)
+    from serving.server import serve
+
+    serve(serving_root, host=args.host, port=args.port)
+    return 0
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    catalog, selected = _load_catalog_or_exit(args)
+    from pipeline.kubeflow import compile_kubeflow
+
+    _, serving_root, _ = _paths(args)
+    path = compile_kubeflow(catalog, out=args.out, image=args.image,
+                            pipeline_root=args.pipeline_root, serving_root=args.serving_dir,
+                            servables=selected)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
