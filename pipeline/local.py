@@ -17,6 +17,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from absl import logging as absl_logging
+
 from pipeline.catalog import Catalog
 from pipeline.pipeline import PIPELINE_NAME, STEPS, create_pipeline
 
@@ -122,17 +124,18 @@ class _ProgressLog(logging.Handler):
     def __enter__(self) -> _ProgressLog:
         if self._emit_line:
             # TFX logs through absl's logger; listen there at INFO without
-            # changing what the root logger prints.
+            # changing what the root logger prints. The level is set through
+            # absl's verbosity flag: TensorFlow saves and restores that flag.
             self._logger = logging.getLogger("absl")
-            self._saved_level = self._logger.level
+            self._saved_verbosity = absl_logging.get_verbosity()
             self._logger.addHandler(self)
-            self._logger.setLevel(logging.INFO)
+            absl_logging.set_verbosity(absl_logging.INFO)
         return self
 
     def __exit__(self, *exc_info) -> None:
         if self._emit_line:
             self._logger.removeHandler(self)
-            self._logger.setLevel(self._saved_level)
+            absl_logging.set_verbosity(self._saved_verbosity)
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg in self._STARTED and record.args:

@@ -68,7 +68,8 @@ def test_seed_servables_export_reload_and_answer(project, tmp_path):
     props = results["sum_two"].output
     assert props["servable_name"] == "sum_two"
     assert '"x":{"dtype":"float32","shape":[null,3]}' in props["signatures"]
-    assert props["fingerprint"].count("/") == 3 and props["size_bytes"] > 0
+    assert len(props["fingerprint"]) == 32 and props["size_bytes"] > 0
+    assert props["tf_fingerprint"].count("/") == 3
     assert props["source_hash"] == catalog.source_hash(catalog.select(["sum_two"])[0])
 
 
@@ -196,3 +197,42 @@ def test_broken_catalog_yaml_is_reported(tmp_path):
     path.write_text(yaml.safe_dump({"servables": "not a list"}))
     with pytest.raises(ValueError, match="field 'servables'"):
         load_catalog(str(path))
+
+
+def test_fingerprint_sees_constants_and_assets_that_tf_fingerprint_misses(project, tmp_path):
+    """x + 2 and x + 3 share TF's singleprint; ours must tell them apart."""
+    descriptions = []
+    for constant in ("2.0", "3.0", "2.0"):
+        module = _write_module(project, f"""
+            import tensorflow as tf
+            class Add(tf.Module):
+                @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+                def f(self, x):
+                    return x + {constant}
+            """)
+        spec = _spec(module, "Add", [{"key": "serving_default", "method": "f"}], name="add")
+        descriptions.append(export_servable(spec, str(project),
+                                            str(tmp_path / f"out{len(descriptions)}")))
+    first, changed, again = descriptions
+    assert first["tf_fingerprint"] == changed["tf_fingerprint"]  # TF's own key misses it
+    assert first["fingerprint"] != changed["fingerprint"]
+    assert first["fingerprint"] == again["fingerprint"]  # stable when nothing changed
+
+    labels = project / "labels.txt"
+    fingerprints = []
+    for text in ("a\nb\n", "a\nc\n"):
+        labels.write_text(text)
+        module = _write_module(project, """
+            import tensorflow as tf
+            class WithAsset(tf.Module):
+                @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+                def f(self, x):
+                    return tf.io.read_file(self.labels)
+            """)
+        spec = _spec(module, "WithAsset", [{"key": "serving_default", "method": "f"}],
+                     name="asset")
+        spec["assets"] = {"labels": "labels.txt"}
+        fingerprints.append(export_servable(spec, str(project),
+                                            str(tmp_path / f"asset{len(fingerprints)}"))[
+            "fingerprint"])
+    assert fingerprints[0] != fingerprints[1]

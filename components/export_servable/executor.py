@@ -29,5 +29,6 @@ class Executor(base_executor.BaseExecutor):
         model.set_string_custom_property("servable_name", spec["name"])
         model.set_string_custom_property("signatures", signatures_json(description))
         model.set_string_custom_property("fingerprint", description["fingerprint"])
+        model.set_string_custom_property("tf_fingerprint", description["tf_fingerprint"])
         model.set_int_custom_property("size_bytes", description["size_bytes"])
         model.set_string_custom_property("source_hash", exec_properties["source_hash"])

@@ -18,6 +18,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from components.fingerprint import servable_fingerprint
+
 _module_counter = itertools.count()
 
 
@@ -62,12 +64,13 @@ def export_servable(spec: Mapping[str, Any], base_dir: str, export_dir: str) -> 
 
 
 def describe_saved_model(export_dir: str) -> dict[str, Any]:
-    """Signatures (inputs/outputs with dtype and shape), fingerprint and size."""
-    fingerprint = tf.saved_model.experimental.read_fingerprint(export_dir).singleprint()
+    """Signatures (inputs/outputs with dtype and shape), fingerprints and size."""
+    fingerprint = servable_fingerprint(export_dir)
+    tf_fingerprint = tf.saved_model.experimental.read_fingerprint(export_dir).singleprint()
     size = sum(os.path.getsize(os.path.join(root, f))
                for root, _, files in os.walk(export_dir) for f in files)
     return {"signatures": saved_model_signatures(export_dir), "fingerprint": fingerprint,
-            "size_bytes": size}
+            "tf_fingerprint": tf_fingerprint, "size_bytes": size}
 
 
 def saved_model_signatures(export_dir: str) -> dict[str, Any]:

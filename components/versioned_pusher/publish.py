@@ -42,6 +42,8 @@ from collections.abc import Iterator, Mapping
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from components.fingerprint import servable_fingerprint
+
 log = logging.getLogger(__name__)
 
 CONFIG_FILENAME = "models.config"
@@ -170,10 +172,8 @@ def list_versions(model_root: str) -> list[int]:
 
 
 def saved_model_fingerprint(model_dir: str) -> str:
-    """The SavedModel's singleprint (from its fingerprint.pb), e.g. '123/456/789/012'."""
-    import tensorflow as tf
-
-    return tf.saved_model.experimental.read_fingerprint(model_dir).singleprint()
+    """The SavedModel's content fingerprint (see ``components.fingerprint``)."""
+    return servable_fingerprint(model_dir)
 
 
 def _fingerprint_or_none(model_dir: str) -> str | None:
