@@ -86,10 +86,21 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
                              "--beam-arg=--direct_num_workers=2")
     parser.add_argument("--no-cache", action="store_true",
                         help="re-run every step even when its inputs are unchanged")
+    parser.add_argument("--keep", type=_positive_int, default=None, metavar="K",
+                        help="keep only the newest K versions of each pushed model (overrides "
+                             "the catalog's serving.keep; default: keep every version). "
+                             "Versions pinned or labelled in models.config are never removed")
     parser.add_argument("--config-base-path", default=DEFAULT_CONFIG_BASE_PATH,
                         help="base_path prefix written to models.config (default: /models, "
                              "where the docker recipe mounts the serving root; '' writes the "
                              "serving root's own path)")
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return number
 
 
 def _quiet_tensorflow(verbose: bool) -> None:
@@ -149,7 +160,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         catalog, pipeline_root=pipeline_root, serving_root=serving_root,
         metadata_path=metadata_path, servables=selected, orchestrator=args.orchestrator,
         enable_cache=not args.no_cache, beam_pipeline_args=args.beam_arg,
-        config_base_path=args.config_base_path, progress=local.print_progress)
+        config_base_path=args.config_base_path, keep=args.keep,
+        progress=local.print_progress)
     print(report.run_summary(outcome, metadata_path, serving_root))
     for name, error in outcome.failures.items():
         print(f"\nerror: {name} failed:\n{error}", file=sys.stderr)

@@ -48,6 +48,7 @@ def run_pipeline(
     enable_cache: bool = True,
     beam_pipeline_args: Sequence[str] = (),
     config_base_path: str = "",
+    keep: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> RunOutcome:
     """Runs every selected servable's branch; collects failures instead of stopping."""
@@ -62,7 +63,8 @@ def run_pipeline(
             tfx_pipeline = create_pipeline(
                 catalog, pipeline_root=pipeline_root, serving_root=serving_root,
                 servables=remaining, metadata_path=metadata_path, enable_cache=enable_cache,
-                beam_pipeline_args=beam_pipeline_args, config_base_path=config_base_path)
+                beam_pipeline_args=beam_pipeline_args, config_base_path=config_base_path,
+                keep=keep)
             try:
                 _runner(orchestrator).run(tfx_pipeline)
                 break

@@ -40,6 +40,7 @@ def create_pipeline(
     base_dir: str | None = None,
     config_base_path: str = "",
     check_serving_state: bool = True,
+    keep: int | None = None,
 ) -> pipeline.Pipeline:
     """Builds the pipeline for ``servables`` (every catalog entry when None).
 
@@ -47,6 +48,7 @@ def create_pipeline(
     base_dir here; the project's path inside the image for Kubeflow).
     ``check_serving_state`` makes the pusher's cache key depend on what is
     published now; orchestrators that compile ahead of time turn it off.
+    ``keep`` overrides every servable's retention (newest K versions).
     """
     components = []
     for servable in catalog.select(servables):
@@ -63,7 +65,7 @@ def create_pipeline(
             model=export.outputs["model"],
             model_blessing=evaluate.outputs["blessing"],
             serving_root=serving_root,
-            serving=_json(servable.serving_spec()),
+            serving=_json({**servable.serving_spec(), **({"keep": keep} if keep else {})}),
             config_base_path=config_base_path,
             serving_state=serving_state(serving_root, servable.name) if check_serving_state
             else "",

@@ -184,3 +184,24 @@ def test_no_cache_reexports_but_pushes_nothing_new(project, tmp_path, capsys):
                if line.startswith("sum_two"))
     assert " ran " in row and "unchanged (v1)" in row
     assert list_versions(str(tmp_path / "serving" / "sum_two")) == [1]
+
+
+def test_keep_flag_retains_newest_versions_and_pinned_ones(project, tmp_path):
+    catalog_path = project / "servables" / "catalog.yaml"
+    catalog = yaml.safe_load(catalog_path.read_text())
+    fun_runif = next(e for e in catalog["servables"] if e["name"] == "fun_runif")
+    fun_runif["serving"] = {"version_policy": "specific", "versions": [1],
+                            "labels": {"stable": 1}}
+    catalog_path.write_text(yaml.safe_dump(catalog, sort_keys=False))
+    randomizer = project / "servables" / "randomizer.py"
+    source = randomizer.read_text()
+    for maxval in ("1.0", "0.5", "0.25"):
+        randomizer.write_text(source.replace("tf.random.uniform(shape=(N,))",
+                                             f"tf.random.uniform(shape=(N,), maxval={maxval})"))
+        assert _run(project, tmp_path, "--servables", "fun_runif", "--keep", "1") == 0
+    # Version 2 fell out of retention; version 1 is pinned by models.config.
+    assert list_versions(str(tmp_path / "serving" / "fun_runif")) == [1, 3]
+    entry = _models_config(tmp_path / "serving").model_config_list.config[0]
+    assert entry.name == "fun_runif"
+    assert list(entry.model_version_policy.specific.versions) == [1]
+    assert dict(entry.version_labels) == {"stable": 1}

@@ -1,0 +1,76 @@
+"""The pipeline as an Airflow 2 DAG, built by TFX's ``AirflowDagRunner``.
+
+Drop this file (a symlink or a copy) into Airflow's dags folder; the project
+must be installed in Airflow's environment (``make setup-airflow`` builds one:
+``.venv-airflow``). The DAG is the same ``create_pipeline()`` that
+``runner.py`` runs locally: one task per component per servable
+(``ExportServable.<name>`` → ``ServableEvaluator.<name>`` →
+``VersionedPusher.<name>``), ML Metadata in SQLite.
+
+Settings, read from the environment when Airflow parses the file:
+
+    TFX_SERVABLES_OUTPUT_DIR        pipeline root, metadata.sqlite and serving root
+                                    (default: <project>/outputs/airflow)
+    TFX_SERVABLES_SERVING_DIR       serving root (default: OUTPUT_DIR/serving)
+    TFX_SERVABLES_CATALOG           catalog YAML (default: servables/catalog.yaml)
+    TFX_SERVABLES_SERVABLES         comma-separated subset (default: every servable)
+    TFX_SERVABLES_CONFIG_BASE_PATH  base_path prefix in models.config (default: /models)
+    TFX_SERVABLES_BEAM_ARGS         Beam pipeline arguments, space-separated
+
+TFX 1.16 and Airflow 2 share one environment only with
+``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python`` set for every Airflow process.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shlex
+
+from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
+
+import pipeline as _project_package
+from pipeline.catalog import load_catalog
+from pipeline.pipeline import PIPELINE_NAME, create_pipeline
+
+# The installed project, not this file's directory: in the dags folder this
+# file may be a copy.
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(_project_package.__file__)))
+
+
+def _setting(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(f"TFX_SERVABLES_{name}", "").strip()
+    return value or default
+
+
+def build_dag():
+    """The Airflow DAG for the settings in the environment."""
+    output_dir = os.path.abspath(_setting("OUTPUT_DIR",
+                                          os.path.join(PROJECT_DIR, "outputs", "airflow")))
+    serving_root = _setting("SERVING_DIR", os.path.join(output_dir, "serving"))
+    if "://" not in serving_root:
+        serving_root = os.path.abspath(serving_root)
+    servables = _setting("SERVABLES")
+    catalog = load_catalog(_setting("CATALOG"))
+    tfx_pipeline = create_pipeline(
+        catalog,
+        pipeline_root=os.path.join(output_dir, "pipeline"),
+        serving_root=serving_root,
+        servables=[s.strip() for s in servables.split(",") if s.strip()] if servables else None,
+        metadata_path=os.path.join(output_dir, "metadata.sqlite"),
+        beam_pipeline_args=shlex.split(_setting("BEAM_ARGS", "")),
+        config_base_path=_setting("CONFIG_BASE_PATH", "/models"),
+    )
+    return AirflowDagRunner(AirflowPipelineConfig(airflow_dag_config={
+        # Triggered by hand (UI, `airflow dags trigger`); set a cron string to schedule.
+        "schedule": None,
+        "start_date": datetime.datetime(2025, 1, 1),
+        "catchup": False,
+        # One run at a time: the pusher numbers versions under a lock per model,
+        # but MLMD in SQLite is happiest with a single writer.
+        "max_active_runs": 1,
+        "tags": ["tfx", PIPELINE_NAME],
+    })).run(tfx_pipeline)
+
+
+DAG = build_dag()
