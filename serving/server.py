@@ -1,0 +1,311 @@
+"""A local server that speaks TensorFlow Serving's REST API over a serving root.
+
+Endpoints (as TF Serving; paths are matched case-insensitively with TF
+Serving's own regular expressions):
+
+- ``GET /v1/models/{m}[/versions/{v}|/labels/{l}]``: model status;
+- ``GET /v1/models/{m}[/versions/{v}|/labels/{l}]/metadata``: signature defs;
+- ``POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict|:classify|:regress``;
+- ``GET /monitoring/prometheus/metrics``: request counts and latencies.
+
+Errors are ``{"error": "..."}`` with the HTTP status TF Serving gives the same
+error (400 for bad requests, 404 for unknown models and versions, ...). An
+unknown ``signature_name`` is a 400, as in TF Serving (it reports
+INVALID_ARGUMENT for it), not a 404. Bodies larger than ``max_body_bytes`` get
+413.
+
+Stack decision: Starlette on uvicorn, with orjson for JSON.
+
+- Starlette is a small, well-maintained ASGI toolkit (the base of FastAPI)
+  that adds nothing we would have to work around: the REST API has a dozen
+  fixed routes and hand-written validation, so FastAPI's pydantic models and
+  OpenAPI generation would only add cost. The routing itself reuses TF
+  Serving's regular expressions on the raw path, so the accepted URLs are
+  exactly TF Serving's.
+- uvicorn is the reference ASGI server; it runs with h11 (or httptools and
+  uvloop when installed) and needs no C toolchain.
+- orjson parses and writes JSON several times faster than the stdlib, writes
+  numpy arrays directly (float32 as the shortest round-tripping text, like TF
+  Serving) and bounds nesting depth, which matters for hostile input.
+- TensorFlow calls, and the JSON decoding/encoding around them, run in a
+  bounded thread pool (``workers``): TensorFlow releases the GIL while it
+  computes, so requests run concurrently and the event loop stays free to
+  accept connections and answer status requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote, unquote
+
+import anyio
+import numpy as np
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Mount
+from starlette.types import Receive, Scope, Send
+
+from serving import codec
+from serving.errors import ServingError, echo, invalid_argument
+from serving.metrics import Metrics
+from serving.models import ModelRegistry
+
+log = logging.getLogger("serving")
+
+DEFAULT_SERVING_DIR = "outputs/serving"
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+METRICS_PATH = "/monitoring/prometheus/metrics"
+# Over-limit bodies up to this much larger are read and dropped before the 413, so the
+# client (which is still sending) reads the answer instead of a reset connection.
+_DRAIN_EXTRA_BYTES = 64 * 1024 * 1024
+
+# TF Serving's kPathRegex, kPredictionApiGegex and kModelStatusApiRegex
+# (http_rest_api_util.cc), with \d spelled [0-9].
+_API_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+_PREDICT_PATH = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?"
+    r":(classify|regress|predict)", re.IGNORECASE)
+_STATUS_PATH = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE)
+_INT64_MAX = 2**63 - 1
+
+
+def _json_response(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def _error_response(err: ServingError) -> Response:
+    return _json_response(orjson.dumps({"error": err.message}), err.http_status)
+
+
+class _Request:
+    """What the URL says: model, version or label, method, subresource."""
+
+    def __init__(self, model: str, version: int | None, label: str | None, action: str):
+        self.model = model
+        self.version = version
+        self.label = label
+        self.action = action  # predict | classify | regress | status | metadata
+
+
+def parse_path(http_method: str, path: str) -> _Request:
+    """Parses a raw (still percent-encoded) ``/v1/...`` path like TF Serving."""
+    malformed = invalid_argument(f"Malformed request: {http_method} {echo(path)}")
+    if http_method == "POST":
+        match = _PREDICT_PATH.fullmatch(path)
+    elif http_method == "GET":
+        match = _STATUS_PATH.fullmatch(path)
+    else:
+        raise malformed
+    if match is None:
+        raise malformed
+    name, version_text, label, action = match.groups()
+    model = unquote(name, errors="replace") if name else ""
+    version = None
+    if version_text:
+        version = int(version_text)
+        if version > _INT64_MAX:
+            raise invalid_argument(f"Failed to convert version: {echo(version_text)} to numeric.")
+    if label:
+        label = unquote(label, errors="replace")
+    if http_method == "POST":
+        # TF Serving compares the method case-sensitively after a case-insensitive match.
+        if action not in ("predict", "classify", "regress"):
+            raise malformed
+    else:
+        action = "metadata" if action == "metadata" else "status"
+        if not model:
+            raise invalid_argument("Missing model name in request.")
+    return _Request(model, version, label, action)
+
+
+class RestApi:
+    """The ASGI application behind :func:`create_app`."""
+
+    def __init__(self, registry: ModelRegistry, *, max_body_bytes: int, workers: int):
+        self.registry = registry
+        self.metrics = Metrics()
+        self.max_body_bytes = max_body_bytes
+        self.workers = workers
+        self.limiter: anyio.CapacityLimiter | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answers one HTTP request."""
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        response = await self._respond(request)
+        await response(scope, receive, send)
+
+    async def _respond(self, request: Request) -> Response:
+        raw = request.scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else quote(request.scope.get("path", "/"))
+        method = request.method
+        try:
+            body = await self._read_body(request)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        except ServingError as err:
+            self.metrics.observe("", "", "other", "RESOURCE_EXHAUSTED", 0.0)
+            return _error_response(err)
+        if path == METRICS_PATH and method == "GET":
+            return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+        if not _API_PATH.fullmatch(path):
+            return _json_response(orjson.dumps({"error": f"Not found: {echo(path)}"}), 404)
+
+        started = time.perf_counter()
+        context: dict[str, Any] = {"model": "", "version": ""}
+        api = "other"
+        try:
+            parsed = parse_path(method, path)
+            api = parsed.action
+            if self.registry.has_model(parsed.model):
+                context["model"] = parsed.model
+            response = await self._dispatch(parsed, body, context)
+            code = "OK"
+        except ServingError as err:
+            response, code = _error_response(err), err.code
+        except Exception as err:  # noqa: BLE001 - a bug must not take the server down
+            log.exception("internal error on %s %s", method, echo(path))
+            response = _error_response(ServingError("INTERNAL", f"Internal error: {err}"))
+            code = "INTERNAL"
+        self.metrics.observe(context["model"], context["version"], api, code,
+                             time.perf_counter() - started)
+        return response
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.max_body_bytes
+        too_big = ServingError(
+            "RESOURCE_EXHAUSTED", f"Request body is larger than the limit of {limit} bytes",
+            http_status=413)
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and \
+                int(declared) > limit + _DRAIN_EXTRA_BYTES:
+            raise too_big  # not worth draining; uvicorn closes the connection
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                chunks = []
+                if size > limit + _DRAIN_EXTRA_BYTES:
+                    break
+                continue
+            chunks.append(chunk)
+        if size > limit:
+            raise too_big
+        return b"".join(chunks)
+
+    async def _dispatch(self, parsed: _Request, body: bytes, context: dict[str, Any]) -> Response:
+        if parsed.action in ("status", "metadata"):
+            if parsed.action == "status":
+                return _json_response(codec.dumps(
+                    self.registry.status(parsed.model, parsed.version, parsed.label)))
+            servable = self.registry.resolve(parsed.model, parsed.version, parsed.label)
+            context["model"], context["version"] = servable.name, str(servable.version)
+            return _json_response(servable.metadata_body)
+        work = self._predict if parsed.action == "predict" else self._classify_or_regress
+        result = await anyio.to_thread.run_sync(work, parsed, body, context,
+                                                limiter=self.limiter)
+        return _json_response(result)
+
+    # The methods below run on worker threads.
+
+    def _resolve(self, parsed: _Request, context: dict[str, Any]) -> Any:
+        servable = self.registry.resolve(parsed.model, parsed.version, parsed.label)
+        context["model"], context["version"] = servable.name, str(servable.version)
+        return servable
+
+    def _predict(self, parsed: _Request, body: bytes, context: dict[str, Any]) -> bytes:
+        doc = codec.parse_json(body)
+        signature_name = codec.signature_name(doc)
+        servable = self._resolve(parsed, context)
+        sig = servable.signature(signature_name)
+        fmt, tensors = codec.decode_predict(doc, sig)
+        outputs = servable.run(sig.key, tensors)
+        return codec.encode_predict(outputs, fmt)
+
+    def _classify_or_regress(self, parsed: _Request, body: bytes,
+                             context: dict[str, Any]) -> bytes:
+        method = parsed.action
+        doc = codec.parse_json(body)
+        signature_name = codec.signature_name(doc)
+        examples = codec.decode_examples(doc, method)
+        servable = self._resolve(parsed, context)
+        sig = servable.signature(signature_name)
+        alias = codec.check_example_signature(sig, method)
+        serialized = np.empty(len(examples), dtype=object)
+        serialized[:] = examples
+        outputs = servable.run(sig.key, {alias: serialized})
+        if method == "classify":
+            return codec.encode_classify(outputs, len(examples))
+        return codec.encode_regress(outputs, len(examples))
+
+
+def create_app(serving_root: str, *, poll_interval: float = 0.5,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               workers: int | None = None) -> Starlette:
+    """The ASGI app serving ``serving_root``; models load during startup (lifespan).
+
+    ``workers`` bounds the threads running TensorFlow (default: CPUs + 4, at
+    most 32).
+    """
+    registry = ModelRegistry(serving_root, poll_interval=poll_interval)
+    api = RestApi(registry, max_body_bytes=max_body_bytes,
+                  workers=workers or min(32, (os.cpu_count() or 1) + 4))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        """Loads the initial versions before serving; stops the watcher after."""
+        api.limiter = anyio.CapacityLimiter(api.workers)
+        await anyio.to_thread.run_sync(registry.start)
+        log.info("serving %s: models %s", registry.root, ", ".join(registry.model_names()) or
+                 "none yet")
+        try:
+            yield
+        finally:
+            registry.stop()
+
+    app = Starlette(routes=[Mount("/", app=api)], lifespan=lifespan)
+    app.state.registry = registry
+    app.state.api = api
+    return app
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(serving_root: str = DEFAULT_SERVING_DIR, host: str = "127.0.0.1", port: int = 8501, *,
+          poll_interval: float = 0.5, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+          workers: int | None = None, access_log: bool = False,
+          log_level: str = "info") -> None:
+    """Runs the server until interrupted (binds loopback unless ``host`` says otherwise)."""
+    import uvicorn
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(log_level.upper())
+    if not _is_loopback(host):
+        log.warning("listening on %s: the server has no authentication and is reachable "
+                    "from other machines", host)
+    app = create_app(serving_root, poll_interval=poll_interval, max_body_bytes=max_body_bytes,
+                     workers=workers)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                lifespan="on", proxy_headers=False, server_header=False)
