@@ -573,6 +573,18 @@ def encode_predict(outputs: Mapping[str, np.ndarray], fmt: str) -> bytes:
     return _dumps_nonfinite(body) if nonfinite else dumps(body)
 
 
+def predict_response(outputs: Mapping[str, np.ndarray], fmt: str) -> dict[str, Any]:
+    """The body :func:`encode_predict` writes, as a client's JSON parser returns it.
+
+    It is those bytes parsed, so floats have the values of the written text
+    (float32 ``0.1`` is ``0.1``), non-finite floats are ``nan``/``inf`` and
+    strings are as written (``{"b64": ...}`` objects for ``_bytes`` outputs).
+    For comparing a response with an expected body without an HTTP round trip
+    (the ServableEvaluator does). Errors are those of :func:`encode_predict`.
+    """
+    return json.loads(encode_predict(outputs, fmt))
+
+
 # --------------------------------------------------------- classify and regress
 
 

@@ -336,8 +336,7 @@ class Servable:
         if function is None:
             raise invalid_argument(f"Signature '{echo(key)}' cannot be called "
                                    "(it has no callable function in the SavedModel)")
-        feeds = {alias: tf.constant(arr, dtype=_tf_dtype(sig.inputs[alias].dtype))
-                 for alias, arr in tensors.items()}
+        feeds = input_tensors(sig, tensors)
         try:
             result = function(**feeds)
         except tf.errors.OpError as err:
@@ -345,11 +344,26 @@ class Servable:
                                _op_error_message(err.message)) from None
         except (TypeError, ValueError) as err:
             raise invalid_argument(f"Cannot call signature '{key}': {err}") from None
-        outputs = {}
-        for alias, tensor in result.items():
-            value = tensor.numpy()
-            outputs[alias] = np.asarray(value, dtype=object if tensor.dtype == tf.string else None)
-        return outputs
+        return output_arrays(result)
+
+
+def input_tensors(sig: codec.SignatureSpec, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Decoded request arrays as the tensors fed to ``sig``'s function (dtypes from its def)."""
+    import tensorflow as tf
+
+    return {alias: tf.constant(arr, dtype=tf_dtype(sig.inputs[alias].dtype))
+            for alias, arr in arrays.items()}
+
+
+def output_arrays(result: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A signature function's output tensors as numpy arrays for the codec's encoders.
+
+    String tensors become object arrays of ``bytes`` (a scalar one too).
+    """
+    import tensorflow as tf
+
+    return {alias: np.asarray(tensor.numpy(), dtype=object if tensor.dtype == tf.string else None)
+            for alias, tensor in result.items()}
 
 
 def _op_error_message(message: str) -> str:
@@ -372,7 +386,8 @@ def _op_error_message(message: str) -> str:
     return "\n".join(rest).strip() or message.strip()
 
 
-def _tf_dtype(name: str) -> Any:
+def tf_dtype(name: str) -> Any:
+    """The ``tf.DType`` of a ``DT_*`` name (``DT_FLOAT`` -> ``tf.float32``)."""
     import tensorflow as tf
     from tensorflow.core.framework import types_pb2
 

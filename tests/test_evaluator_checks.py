@@ -12,20 +12,11 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
 
-from components.servable_evaluator.checks import (
-    RequestError,
-    ResponseError,
-    compare_bodies,
-    evaluate,
-    outputs_to_response,
-    render_markdown,
-    request_to_tensors,
-)
+from components.servable_evaluator.checks import compare_bodies, evaluate, render_markdown
 from pipeline.catalog import load_catalog
 from servables.adder import Adder
 from servables.randomizer import Randomizer
@@ -399,64 +390,63 @@ def test_unloadable_directory_is_rejected(tmp_path):
     assert "NOT BLESSED" in render_markdown(report)
 
 
-# --- REST conversions (no model needed) ----------------------------------------------------
+# --- requests and responses go through the server's codec ----------------------------------
 
 
-TWO_INPUTS = {"a": tf.TensorSpec([None], tf.float32), "b": tf.TensorSpec([None], tf.string)}
-
-
-def test_row_request_with_several_inputs():
-    tensors = request_to_tensors(TWO_INPUTS, {"instances": [
-        {"a": 1, "b": {"b64": base64.b64encode(b"\xff\x00").decode()}},
-        {"a": 2.5, "b": "text"}]})
-    assert tensors["a"].dtype == tf.float32 and tensors["a"].numpy().tolist() == [1.0, 2.5]
-    assert tensors["b"].numpy().tolist() == [b"\xff\x00", b"text"]
-
-
-def test_columnar_request_forms():
-    single = {"x": tf.TensorSpec([None, 3], tf.float32)}
-    bare = request_to_tensors(single, {"inputs": [[1, 2, 3]]})
-    named = request_to_tensors(single, {"inputs": {"x": [[1, 2, 3]]}})
-    assert bare["x"].numpy().tolist() == named["x"].numpy().tolist() == [[1, 2, 3]]
-    row_named = request_to_tensors(single, {"instances": [{"x": [1, 2, 3]}]})
-    assert row_named["x"].shape == (1, 3)
-    scalar = request_to_tensors({"N": tf.TensorSpec([], tf.int32)}, {"inputs": 5})
-    assert scalar["N"].dtype == tf.int32 and scalar["N"].shape == ()
-    image = request_to_tensors({"img": tf.TensorSpec(None, tf.string)},
-                               {"inputs": {"b64": base64.b64encode(b"jpeg").decode()}})
-    assert image["img"].numpy() == b"jpeg"
-
-
-@pytest.mark.parametrize(("inputs", "request_body", "message"), [
-    (TWO_INPUTS, {"instances": [{"a": 1}]}, "missing input(s) b"),
-    (TWO_INPUTS, {"inputs": {"a": [1], "b": ["x"], "c": [2]}}, "unknown input(s) c"),
-    ({"x": tf.TensorSpec([None, 3], tf.float32)}, {"instances": [[1, 2]]},
-     "shape [1, 2] but the signature accepts [None, 3]"),
-    ({"x": tf.TensorSpec([None, 3], tf.float32)}, {"instances": [[1, 2, 3], [1, 2]]}, "ragged"),
-    ({"x": tf.TensorSpec([None], tf.int32)}, {"instances": [1.5]}, "fractional"),
-    ({"x": tf.TensorSpec([None], tf.string)}, {"instances": [1]}, "string input"),
-    ({"x": tf.TensorSpec([None], tf.float32)}, {"instances": [1], "inputs": [1]}, "exactly one"),
+@pytest.mark.parametrize(("request_body", "detail"), [
+    ({"instances": [[1, 2]]}, "request not convertible (row): Input 'x' has shape [1, 2] but "
+     "signature 'serving_default' expects [-1, 3] (-1: any size)"),
+    ({"instances": [[1, 2, 3], [1, 2]]}, "request not convertible (row): Failed to process "
+     "'instances' for input 'x'. Error: Encountered list at unexpected size: 2 at level: 1 "
+     "expected size: 3"),
+    # 2**24 + 1 is not a float32: TF Serving refuses it rather than round it.
+    ({"inputs": {"x": [[16777217, 0, 0]]}}, "request not convertible (columnar): Cannot "
+     "convert JSON value: 16777217 to float without loss of precision."),
+    ({"inputs": {"x": [[1, 2, 3]], "y": [1]}}, None),  # extra named inputs are ignored
+    ({"inputs": {"y": [[1, 2, 3]]}}, "Missing named input: x in 'inputs' object."),
+    ({"instances": [{"x": [1, 2, 3], "y": 1}]}, 'does not have named input: "y"'),
+    ({"instances": [[1, 2, 3]], "inputs": [[1, 2, 3]]}, "expecting only one of 'inputs' or "
+     "'instances'"),
 ])
-def test_bad_requests_are_explained(inputs, request_body, message):
-    with pytest.raises(RequestError, match=None) as error:
-        request_to_tensors(inputs, request_body)
-    assert message in str(error.value)
+def test_example_requests_are_read_as_the_server_reads_them(adder_dir, request_body, detail):
+    example = {"path": "requests/r.json", "request": request_body, "expect": {}}
+    report = evaluate(adder_dir, make_spec([example]))
+
+    if detail is None:
+        assert report["blessed"], report["reasons"]
+        return
+    assert not report["blessed"]
+    assert [c["name"] for c in failed(report)] == ["call"]
+    assert detail in check(report, "call")["detail"]
 
 
-def test_responses_in_both_formats():
-    outputs = {"score": tf.constant([0.1, 0.5], tf.float32),
-               "label": tf.constant([b"cat", b"\xff"]),
-               "raw_bytes": tf.constant([b"ok", b"ok"])}
-    row = outputs_to_response(outputs, "row")
-    assert row == {"predictions": [
-        {"label": "cat", "raw_bytes": {"b64": "b2s="}, "score": 0.1},
-        {"label": {"b64": "/w=="}, "raw_bytes": {"b64": "b2s="}, "score": 0.5}]}
-    columnar = outputs_to_response({"y": tf.constant(np.float32(2.0))}, "columnar")
-    assert columnar == {"outputs": 2.0}
-    with pytest.raises(ResponseError, match="scalar"):
-        outputs_to_response({"y": tf.constant(1.0)}, "row")
-    with pytest.raises(ResponseError, match="different leading"):
-        outputs_to_response({"a": tf.zeros([2]), "b": tf.zeros([3])}, "row")
+def test_signature_name_must_be_a_string(adder_dir):
+    example = {"path": "requests/r.json", "expect": {},
+               "request": {"signature_name": 1, "instances": [[1, 2, 3]]}}
+    report = evaluate(adder_dir, make_spec([example]))
+    assert not report["blessed"]
+    assert report["reasons"] == ["requests/r.json: call: request not convertible: JSON Value: "
+                                 '{"signature_name":1,"instances":[[1,2,3]]} not formatted '
+                                 "correctly. 'signature_name' key must be a string value."]
+
+
+class Echo(tf.Module):
+    """Returns its string input twice: as text and as ``_bytes`` (written as b64)."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="x")])
+    def echo(self, x):
+        return {"text": x, "raw_bytes": x}
+
+
+def test_response_is_the_body_the_server_writes(export):
+    # Not UTF-8: the server writes the text output with U+FFFD, the _bytes one as b64.
+    example = {"path": "requests/echo.json", "request": {"instances": [{"b64": "/w=="}]},
+               "expect": {"response": {"predictions": [{"raw_bytes": {"b64": "/w=="},
+                                                        "text": "\ufffd"}]}}}
+    report = evaluate(export("echo", Echo, "echo"), make_spec([example], formats=["row"]))
+
+    assert report["blessed"], report["reasons"]
+    assert check(report, "call")["values"]["response"] == example["expect"]["response"]
 
 
 def test_compare_bodies():

@@ -226,6 +226,22 @@ def test_encode_row_needs_a_common_batch_dimension():
     assert codec.encode_predict(scalar, codec.COLUMNAR) == b'{"outputs":1.0}'
 
 
+def test_predict_response_is_the_encoded_body_parsed():
+    out = {"score": np.array([0.1, np.nan], dtype=np.float32),
+           "label": np.array([b"cat", b"\xff"], dtype=object),
+           "raw_bytes": np.array([b"ok", b"\xff"], dtype=object)}
+    row = codec.predict_response(out, codec.ROW)["predictions"]
+    assert row[0] == {"label": "cat", "raw_bytes": {"b64": "b2s="}, "score": 0.1}
+    assert row[1]["label"] == "\ufffd" and row[1]["raw_bytes"] == {"b64": "/w=="}
+    assert np.isnan(row[1]["score"])
+    columnar = codec.predict_response({"n": np.array([[1, 2]], np.int64)}, codec.COLUMNAR)
+    assert columnar == {"outputs": [[1, 2]]}
+    assert codec.predict_response({"y": np.array(2.5, np.float32)}, codec.COLUMNAR) == {
+        "outputs": 2.5}
+    scalar = {"y": np.array(1.0, dtype=np.float32)}
+    assert "no shape information" in error_of(codec.predict_response, scalar, codec.ROW).message
+
+
 def test_classify_and_regress_encoding():
     outputs = {"classes": np.array([[b"pos", b"neg"]], dtype=object),
                "scores": np.array([[0.75, 0.25]], dtype=np.float32)}
