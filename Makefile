@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 UV_VENV := .venv-tools
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint lock bench serve clean
+.PHONY: setup run test lint lock bench serve clean setup-airflow test-airflow lock-airflow
 
 setup:
 	@bash scripts/setup_env.sh $(VENV) requirements.lock
@@ -18,7 +18,7 @@ serve: setup
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/airflow $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .
@@ -33,6 +33,24 @@ lock:
 	$(UV_VENV)/bin/uv pip compile pyproject.toml --extra serve --extra dev \
 	  --override lock/overrides.txt --python-version 3.10 \
 	  --python-platform x86_64-manylinux_2_36 --no-header --no-annotate -q -o requirements.lock
+
+# Airflow 2 lives in its own environment (.venv-airflow, requirements-airflow.lock):
+# the main environment stays lean. Airflow processes run with the pure-Python
+# protobuf runtime, as the README recommends (TFX's protos and protobuf 4).
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_ENV := PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python
+
+setup-airflow:
+	@bash scripts/setup_env.sh $(AIRFLOW_VENV) requirements-airflow.lock
+
+test-airflow: setup-airflow
+	$(AIRFLOW_ENV) $(AIRFLOW_VENV)/bin/python -m pytest tests/airflow $(PYTEST_ARGS)
+
+lock-airflow:
+	@test -x $(UV_VENV)/bin/uv || (python3 -m venv $(UV_VENV) && $(UV_VENV)/bin/pip install -q uv)
+	$(UV_VENV)/bin/uv pip compile pyproject.toml --extra airflow --extra dev \
+	  --override lock/overrides.txt --python-version 3.10 \
+	  --python-platform x86_64-manylinux_2_36 --no-header --no-annotate -q -o requirements-airflow.lock
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -65,8 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument("--image", default="tfx-servables:latest",
                           help="container image with this project installed")
     compile_.add_argument("--pipeline-root", default=None,
-                          help="pipeline root, e.g. gs://bucket/tfx-servables")
+                          help="pipeline root, e.g. gs://bucket/tfx-servables or "
+                               "s3://bucket/tfx-servables")
     compile_.add_argument("--servables", default=None, help="comma-separated subset")
+    compile_.add_argument("--project-dir-in-image", default=None, metavar="DIR",
+                          help="where the image holds the project (default: /app, as the "
+                               "Dockerfile puts it)")
     compile_.set_defaults(command_fn=_cmd_compile)
 
     # `python runner.py` with no command (or only run flags) means `run`.
@@ -187,12 +191,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_compile(args: argparse.Namespace) -> int:
     catalog, selected = _load_catalog_or_exit(args)
-    from pipeline.kubeflow import compile_kubeflow
+    from pipeline.kubeflow import IMAGE_PROJECT_DIR, compile_kubeflow
 
-    _, serving_root, _ = _paths(args)
+    # The roots are paths for the cluster (gs://, s3://, or a path inside the
+    # containers), not for this machine: passed through as given. --serving-dir
+    # defaults to PIPELINE_ROOT/serving; --output-dir does not apply.
     path = compile_kubeflow(catalog, out=args.out, image=args.image,
                             pipeline_root=args.pipeline_root, serving_root=args.serving_dir,
-                            servables=selected)
+                            servables=selected,
+                            project_dir_in_image=args.project_dir_in_image or IMAGE_PROJECT_DIR)
+    if not args.pipeline_root:
+        print("note: no --pipeline-root; the spec uses a placeholder (override it when "
+              "submitting)", file=sys.stderr)
     print(f"wrote {path}")
     return 0
 

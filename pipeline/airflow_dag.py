@@ -15,10 +15,14 @@ Settings, read from the environment when Airflow parses the file:
     TFX_SERVABLES_CATALOG           catalog YAML (default: servables/catalog.yaml)
     TFX_SERVABLES_SERVABLES         comma-separated subset (default: every servable)
     TFX_SERVABLES_CONFIG_BASE_PATH  base_path prefix in models.config (default: /models)
+    TFX_SERVABLES_KEEP              keep the newest K versions (default: the catalog's keep)
     TFX_SERVABLES_BEAM_ARGS         Beam pipeline arguments, space-separated
 
-TFX 1.16 and Airflow 2 share one environment only with
-``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python`` set for every Airflow process.
+Run every Airflow process with ``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python``:
+TFX 1.16's generated protos fail under protobuf 4 ("Descriptors cannot be
+created directly"), which a pip install of Airflow 2.11 next to TFX brings.
+(``requirements-airflow.lock`` keeps protobuf 3.20.3, where the setting is
+merely slower.)
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import datetime
 import os
 import shlex
 
+from tfx.dsl.components.base import base_driver
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
 import pipeline as _project_package
@@ -41,6 +46,29 @@ PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(_project_package._
 def _setting(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(f"TFX_SERVABLES_{name}", "").strip()
     return value or default
+
+
+class UniqueArtifactNamesDriver(base_driver.BaseDriver):
+    """TFX's default driver, with output artifact names unique in ML Metadata.
+
+    The legacy launcher that ``AirflowDagRunner`` uses names every output
+    ``<output key>:<run id>``, and MLMD allows one artifact of a type per
+    name: the second ``ExportServable``'s ``model`` of a run fails with
+    ``AlreadyExistsError ... UNIQUE constraint failed: Artifact.type_id,
+    Artifact.name`` (tensorflow/tfx#4977). The names here carry the node and
+    the execution, as the IR-based runners' names do.
+    """
+
+    def _prepare_output_artifacts(self, input_artifacts, output_dict, exec_properties,
+                                  execution_id, pipeline_info, component_info):
+        outputs = super()._prepare_output_artifacts(
+            input_artifacts, output_dict, exec_properties, execution_id, pipeline_info,
+            component_info)
+        for key, artifacts in outputs.items():
+            for index, artifact in enumerate(artifacts):
+                artifact.name = (f"{pipeline_info.run_id}:{component_info.component_id}:"
+                                 f"{key}:{execution_id}:{index}")
+        return outputs
 
 
 def build_dag():
@@ -60,7 +88,11 @@ def build_dag():
         metadata_path=os.path.join(output_dir, "metadata.sqlite"),
         beam_pipeline_args=shlex.split(_setting("BEAM_ARGS", "")),
         config_base_path=_setting("CONFIG_BASE_PATH", "/models"),
+        keep=int(_setting("KEEP")) if _setting("KEEP") else None,
     )
+    for component in tfx_pipeline.components:
+        if component.driver_class is base_driver.BaseDriver:
+            component.driver_class = UniqueArtifactNamesDriver
     return AirflowDagRunner(AirflowPipelineConfig(airflow_dag_config={
         # Triggered by hand (UI, `airflow dags trigger`); set a cron string to schedule.
         "schedule": None,

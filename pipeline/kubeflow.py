@@ -4,6 +4,12 @@ The components run in the project's container image (see ``Dockerfile``),
 where the project lives at ``IMAGE_PROJECT_DIR``; the executors therefore get
 that directory as their ``base_dir``. Pipeline and serving roots may be
 ``gs://`` or ``s3://`` URIs.
+
+The file is a ``PipelineJob`` (``displayName``, ``labels``, ``pipelineSpec``,
+``runtimeConfig``), as Vertex AI Pipelines takes it
+(``aiplatform.PipelineJob(template_path=...)``); its ``pipelineSpec`` is what the
+open-source KFP 2 backend takes. The spec uses schema 2.1.0 by default: KFP 2
+rejects 2.0.0 ("KFP only supports schema version 2.1.0"), Vertex AI takes both.
 """
 
 from __future__ import annotations
@@ -27,8 +33,13 @@ def compile_kubeflow(
     serving_root: str | None = None,
     servables: Sequence[str] | None = None,
     project_dir_in_image: str = IMAGE_PROJECT_DIR,
+    use_pipeline_spec_2_1: bool = True,
 ) -> str:
-    """Writes the KFP v2 pipeline spec to ``out`` and returns its path."""
+    """Writes the KFP v2 pipeline job (spec + runtime config) to ``out``; returns its path.
+
+    Every component runs in ``image``, with caching on. ``serving_root``
+    defaults to ``<pipeline_root>/serving``.
+    """
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
     pipeline_root = pipeline_root or DEFAULT_PIPELINE_ROOT
@@ -41,7 +52,8 @@ def compile_kubeflow(
         # Compiled once, run later elsewhere: today's serving root says nothing.
         check_serving_state=False)
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
-        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=image),
+        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
+            default_image=image, use_pipeline_spec_2_1=use_pipeline_spec_2_1),
         output_dir=os.path.dirname(os.path.abspath(out)),
         output_filename=os.path.basename(out))
     runner.run(tfx_pipeline, write_out=True)
