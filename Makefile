@@ -23,7 +23,7 @@ test: setup
 lint: setup
 	$(PY) -m ruff check .
 
-bench: setup
+bench: setup setup-bench
 	$(PY) bench/run_all.py
 
 # Re-resolves pyproject.toml (+ lock/overrides.txt) into requirements.lock with uv,
@@ -54,3 +54,17 @@ lock-airflow:
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache
+
+# Benchmarks (bench/, BENCHMARKS.md). The MLflow peer server and py-spy live in their own
+# environment (.venv-bench), installed from bench/requirements-mlflow.lock like the others.
+BENCH_VENV ?= .venv-bench
+.PHONY: setup-bench lock-bench
+
+setup-bench:
+	@bash scripts/setup_env.sh $(BENCH_VENV) bench/requirements-mlflow.lock
+
+lock-bench:
+	@test -x $(UV_VENV)/bin/uv || (python3 -m venv $(UV_VENV) && $(UV_VENV)/bin/pip install -q uv)
+	$(UV_VENV)/bin/uv pip compile bench/requirements-mlflow.in --python-version 3.10 \
+	  --python-platform x86_64-manylinux_2_36 --no-header --no-annotate -q \
+	  -o bench/requirements-mlflow.lock
