@@ -393,6 +393,8 @@ def test_serving_state_tracks_versions_and_config(models: list[str], root: Path)
     publish(models[1], str(root), "adder")
     pushed = serving_state(str(root), "adder")
     assert pushed != state
+    publish(models[0], str(root), "other")  # another model's push is not this one's
+    assert serving_state(str(root), "adder") == pushed
     write_models_config(str(root), "adder", ModelPolicy(labels={"stable": 2}))
     assert serving_state(str(root), "adder") != pushed
 

@@ -491,17 +491,26 @@ def write_models_config(serving_root: str, model_name: str, policy: ModelPolicy,
 
 
 def serving_state(serving_root: str, model_name: str) -> str:
-    """Short sha256 of the model's version names and the models.config bytes ("" if neither).
+    """Short sha256 of the model's version names and its own models.config entry.
 
-    Meant as a cache-key parameter: it changes whenever the serving root changed.
+    Meant as a cache-key parameter: it changes whenever what is published for
+    this model changed, and not when another model is pushed ("" if nothing).
     """
     versions = list_versions(os.path.join(serving_root, model_name))
-    config = _read_config_bytes(serving_root)
-    if not versions and config is None:
+    try:
+        config = read_models_config(serving_root)
+    except Exception:  # noqa: BLE001 - an unreadable config is a state of its own
+        config = None
+        entry = b"unreadable"
+    else:
+        entry = b"".join(c.SerializeToString(deterministic=True)
+                         for c in (config.model_config_list.config if config else [])
+                         if c.name == model_name)
+    if not versions and not entry:
         return ""
     digest = hashlib.sha256()
     digest.update(("versions:" + ",".join(map(str, versions)) + "\n").encode())
-    digest.update(b"no-config" if config is None else b"config:" + config)
+    digest.update(b"entry:" + entry)
     return digest.hexdigest()[:16]
 
 
