@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=8501, help="REST port (default: 8501)")
+    serve.add_argument("--intra-op-threads", type=int, default=None, metavar="N",
+                       help="TensorFlow intra-op threads per call (default: 1 on machines "
+                            "with <= 2 CPUs, else TensorFlow's own; 0 = TensorFlow's own)")
     serve.set_defaults(command_fn=_cmd_serve)
 
     compile_ = commands.add_parser("compile", help="compile the pipeline for another orchestrator")
@@ -186,7 +189,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     _, serving_root, _ = _paths(args)
     from serving.server import serve
 
-    serve(serving_root, host=args.host, port=args.port)
+    serve(serving_root, host=args.host, port=args.port,
+          intra_op_threads=args.intra_op_threads)
     return 0
 
 

@@ -135,7 +135,8 @@ def render(result: dict[str, Any]) -> str:
         f"Machine: {m.get('cpu', '?')}, {m['nproc']} CPUs (nproc), {m.get('ram_gib', '?')} GiB "
         f"RAM, Linux {m['kernel']}; Python {m['python']}, TensorFlow {m.get('tensorflow', '?')}, "
         f"TFX {m.get('tfx', '?')}, Beam {m.get('apache_beam', '?')}, uvicorn "
-        f"{m.get('uvicorn', '?')} (h11); peer: MLflow {s.get('mlflow', {}).get('version', '-')}."
+        f"{m.get('uvicorn', '?')} (httptools + uvloop when installed); "
+        f"peer: MLflow {s.get('mlflow', {}).get('version', '-')}."
         , "",
         f"Command: `{result['command']}`", "",
         f"### Pipeline (median of {p['cold']['runs']} runs each, alternating with the baseline)",

@@ -222,7 +222,7 @@ def bench_server(label: str, cmd: Sequence[str], ready_urls: Sequence[str],
 _SERVER_BUCKETS = (
     ("TensorFlow (signature call, tensor conversion)", ("tensorflow/",)),
     ("JSON codec (serving/codec.py, orjson)", ("serving/codec.py",)),
-    ("HTTP/1.1 (uvicorn + h11, socket writes)", ("h11/", "uvicorn/")),
+    ("HTTP/1.1 (uvicorn, httptools/h11, socket writes)", ("h11/", "httptools/", "uvicorn/")),
     ("Starlette", ("starlette/",)),
     ("thread hand-off (anyio.to_thread, wake-ups)", ("anyio/",)),
     ("rest of serving/ (routing, metrics, registry)", ("serving/",)),

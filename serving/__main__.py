@@ -24,10 +24,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="larger request bodies get 413 (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=None,
                         help="threads running TensorFlow (default: CPUs + 4, at most 32)")
+    parser.add_argument("--intra-op-threads", type=int, default=None, metavar="N",
+                        help="threads TensorFlow may use inside one op, as TF Serving's "
+                             "--tensorflow_intra_op_parallelism (0: TensorFlow's default, one "
+                             "per CPU; default: 1 on machines with at most 2 CPUs, where "
+                             "concurrent requests already use both, else 0)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
+    if args.intra_op_threads is not None and args.intra_op_threads < 0:
+        parser.error("--intra-op-threads must be >= 0")
     if not os.path.isdir(args.serving_dir):
         parser.error(f"--serving-dir {args.serving_dir!r} is not a directory")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -42,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
     serve(args.serving_dir, args.host, args.port, poll_interval=args.poll_interval,
           max_body_bytes=args.max_body_bytes, workers=args.workers,
-          access_log=args.access_log, log_level=args.log_level)
+          intra_op_threads=args.intra_op_threads, access_log=args.access_log,
+          log_level=args.log_level)
     return 0
 
 

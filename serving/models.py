@@ -30,15 +30,33 @@ breaks a request already running on it. A version that fails to load is
 reported in the model status (state ``END`` with its error) and is skipped by
 the version policy, so the previous version keeps serving; it is retried when
 its files change.
+
+Each loaded version also decides, once, where the server runs its calls
+(:attr:`Servable.inline`): warm-up calls at load time, on zero inputs shaped
+like each signature's inputs, time the call (inputs converted, outputs
+fetched). When every signature's median is at most
+:data:`INLINE_MAX_CALL_SECONDS`, the version is *inline*: the server calls it
+on its event loop, because handing a sub-millisecond call to a worker thread
+and back costs more than the call. Otherwise its calls run on the thread
+pool; so do those of a version with a signature that cannot be judged from a
+warm-up: it fails on a zero input, has a loop (its length depends on input
+values), its output size depends on the value of an integer input (as
+``fun_runif``'s ``N``), it writes variables, tables or files, or it takes
+sparse inputs. What remains is a cost that grows with input values without
+any of these signs (a float input cast to a size): such a signature can be
+judged cheap and run inline.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import re
+import statistics
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,6 +76,28 @@ _INT64_MAX = 2**63 - 1
 _MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _MAX_FINGERPRINT_FILES = 10_000
 _MAX_LOAD_ERROR = 2000
+
+# A version whose signature calls take at most this long (median of warm-up calls, input
+# conversion and output fetch included) is called on the event loop instead of the thread
+# pool. Handing a request to a worker thread and back costs about 0.1-0.3 ms here (two
+# thread wake-ups, GIL hand-overs) - as much as a tiny model's whole call (sum_two: about
+# 0.2 ms) - so below 1 ms inline is clearly faster; and a call on the loop delays requests
+# queued behind it by at most that long, far inside the latency targets. Slower calls go
+# to the pool, where they overlap with each other and never hold up the loop.
+INLINE_MAX_CALL_SECONDS = 1e-3
+# Timed warm-up calls per signature (after two untimed ones: the first calls may trace or
+# initialise); the median decides. A slow model stops after a majority of slow calls.
+WARMUP_CALLS = 5
+# A zero input with more elements than this is not worth warming: its call is not cheap.
+_MAX_WARMUP_ELEMENTS = 1_000_000
+# Ops whose cost depends on input *values* (loops: a warm-up on zeros says nothing about
+# n = 600,000) or that change state (a warm-up call must not write variables, tables,
+# files or queues). A signature using any of them is not warmed up and runs on the pool.
+_LOOP_OPS = frozenset({"While", "StatelessWhile", "_While", "For", "Enter", "RefEnter",
+                       "Exit", "RefExit", "NextIteration", "RefNextIteration", "LoopCond"})
+_WRITE_OP = re.compile(
+    r"Assign|^(Resource)?(Sparse)?Apply|^(Resource)?Scatter(Nd)?(Update|Add|Sub|Mul|Div|Min|Max)"
+    r"|^Write|^Save|^MergeV2Checkpoints|^LookupTable(Insert|Import|Remove)|Enqueue")
 
 
 class ConfigError(ValueError):
@@ -303,7 +343,7 @@ def metadata_json(name: str, version: int, meta_graph: Any) -> dict[str, Any]:
 class Servable:
     """One loaded version of a model: its signatures and callable functions."""
 
-    def __init__(self, name: str, version: int, path: str):
+    def __init__(self, name: str, version: int, path: str, *, warm_up: bool = True):
         import tensorflow as tf
 
         self.name = name
@@ -313,6 +353,73 @@ class Servable:
         self.metadata_body = codec.dumps(metadata_json(name, version, meta_graph))
         self._loaded = tf.saved_model.load(path, tags=["serve"])
         self._functions = dict(self._loaded.signatures)
+        self.inline = False
+        self.dispatch = "thread pool (not warmed up)"
+        if warm_up:
+            try:
+                self.inline, self.dispatch = self._choose_dispatch()
+            except Exception as err:  # noqa: BLE001 - the decision must never fail a load
+                self.dispatch = f"thread pool (no decision: {_first_line(err)})"
+
+    def _choose_dispatch(self) -> tuple[bool, str]:
+        """(inline?, why) from warm-up calls of every callable signature; see the module doc.
+
+        Decided once per loaded version: timings taken under load would be inflated by
+        contention and could flip the decision back and forth.
+        """
+        keys = sorted(k for k in self.signatures if k in self._functions)
+        if not keys:
+            return False, "thread pool (no callable signature)"
+        for key in keys:
+            ops = function_op_types(self._functions[key])
+            if ops & _LOOP_OPS:
+                return False, (f"thread pool (signature '{key}' has a loop: its cost depends "
+                               "on input values)")
+            writes = sorted(op for op in ops if _WRITE_OP.search(op))
+            if writes:
+                return False, (f"thread pool (signature '{key}' writes state ({writes[0]}): "
+                               "not warmed up)")
+        timings = []
+        for key in keys:
+            try:
+                median = self._warm_up(key)
+            except Exception as err:  # noqa: BLE001 - any failure means: cannot be judged
+                return False, (f"thread pool (signature '{key}' cannot be judged from a "
+                               f"warm-up call: {_first_line(err)})")
+            timings.append(f"{key} {median * 1e3:.2f} ms")
+            if median > INLINE_MAX_CALL_SECONDS:
+                return False, (f"thread pool ({timings[-1]} per warm-up call > "
+                               f"{INLINE_MAX_CALL_SECONDS * 1e3:g} ms)")
+        return True, (f"event loop ({', '.join(timings)} per warm-up call <= "
+                      f"{INLINE_MAX_CALL_SECONDS * 1e3:g} ms)")
+
+    def _warm_up(self, key: str) -> float:
+        """Median seconds of a call of signature ``key`` on zero inputs.
+
+        Raises if a call fails, or if the outputs' sizes change when the integer inputs
+        are 2 instead of 0: then the size of the work depends on input values (like
+        ``fun_runif``'s ``N``), and a call on zeros says nothing about its cost.
+        """
+        arrays = warmup_inputs(self.signatures[key])
+        outputs = self.run(key, arrays)  # the first calls may trace, initialise, allocate
+        self.run(key, arrays)
+        integers = [a for a, arr in arrays.items() if arr.dtype.kind in "iu"]
+        if integers:
+            twos = {a: np.full_like(arr, 2) if a in integers else arr
+                    for a, arr in arrays.items()}
+            sizes = {a: v.size for a, v in outputs.items()}
+            other = {a: v.size for a, v in self.run(key, twos).items()}
+            if sizes != other:
+                raise ValueError(f"its output size depends on the value of input "
+                                 f"'{integers[0]}' (outputs {sizes} with 0, {other} with 2)")
+        samples: list[float] = []
+        slow = 0
+        while len(samples) < WARMUP_CALLS and slow <= WARMUP_CALLS // 2:
+            started = time.perf_counter()
+            self.run(key, arrays)
+            samples.append(time.perf_counter() - started)
+            slow += samples[-1] > INLINE_MAX_CALL_SECONDS  # a slow majority decides early
+        return statistics.median(samples)
 
     def signature(self, name: str) -> codec.SignatureSpec:
         """The signature called ``name`` ("" means ``serving_default``); else a 400."""
@@ -353,6 +460,45 @@ def input_tensors(sig: codec.SignatureSpec, arrays: Mapping[str, np.ndarray]) ->
 
     return {alias: tf.constant(arr, dtype=tf_dtype(sig.inputs[alias].dtype))
             for alias, arr in arrays.items()}
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def warmup_inputs(sig: codec.SignatureSpec) -> dict[str, np.ndarray]:
+    """Zero (or empty-string) arrays shaped like ``sig``'s inputs; unknown dimensions are 1.
+
+    Raises ValueError for inputs that cannot be generated (sparse, resource, huge).
+    """
+    arrays = {}
+    for alias, spec in sig.inputs.items():
+        if not spec.dense:
+            raise ValueError(f"input '{alias}' is not a dense tensor")
+        shape = tuple(1 if d < 0 else d for d in (spec.shape or ()))
+        if math.prod(shape) > _MAX_WARMUP_ELEMENTS:
+            raise ValueError(f"input '{alias}' has more than {_MAX_WARMUP_ELEMENTS} elements")
+        if spec.dtype == "DT_STRING":
+            array = np.empty(shape, dtype=object)
+            array.fill(b"")
+        else:
+            dtype = tf_dtype(spec.dtype)
+            if not (dtype.is_numpy_compatible and (dtype.is_bool or dtype.is_integer or
+                                                   dtype.is_floating or dtype.is_complex)):
+                raise ValueError(f"input '{alias}' has dtype {spec.dtype}")
+            array = np.zeros(shape, dtype=dtype.as_numpy_dtype)
+        arrays[alias] = array
+    return arrays
+
+
+def function_op_types(function: Any) -> set[str]:
+    """Op types in a concrete function's graph and every function it calls."""
+    graph_def = function.graph.as_graph_def()
+    ops = {node.op for node in graph_def.node}
+    for library_function in graph_def.library.function:
+        ops.update(node.op for node in library_function.node_def)
+    return ops
 
 
 def output_arrays(result: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -603,7 +749,9 @@ class ModelRegistry:
                 if servable is not None:
                     model.loaded[version] = servable
                     model.status[version] = VersionStatus("AVAILABLE")
-                    log.info("model %s: loaded version %d", name, version)
+                    dispatch = getattr(servable, "dispatch", "")
+                    log.info("model %s: loaded version %d%s", name, version,
+                             f"; calls run on the {dispatch}" if dispatch else "")
                 else:
                     code, message = _describe_load_error(error, name, version)
                     model.failed[version] = stamp

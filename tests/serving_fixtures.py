@@ -14,7 +14,9 @@ copied into each test's serving root:
   signatures (``y = 0.5 x + 2``);
 - ``offset_<c>``: ``x: float32 [-1]`` -> ``x + c``, for version tests;
 - ``busy``: ``n: int64 []`` -> ``n`` after a TensorFlow loop of ``n`` steps
-  (about 5 us each), to keep a request in flight.
+  (about 5 us each), to keep a request in flight;
+- ``counter``: ``x: float32 [-1]`` -> ``x + calls`` where ``calls`` is a
+  variable each call increments (a signature that writes state).
 """
 
 from __future__ import annotations
@@ -99,6 +101,19 @@ def _build(kind: str, path: str) -> None:
         obj = Busy()
         tf.saved_model.save(obj, path, signatures={
             "serving_default": obj.spin.get_concrete_function()})
+    elif kind == "counter":
+        class Counter(tf.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.calls = tf.Variable(0.0)
+
+            @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+            def count(self, x):
+                return x + self.calls.assign_add(1.0)
+
+        obj = Counter()
+        tf.saved_model.save(obj, path, signatures={
+            "serving_default": obj.count.get_concrete_function()})
     elif kind.startswith("offset_"):
         offset = float(kind.split("_", 1)[1])
 

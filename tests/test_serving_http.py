@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+from serving import server as server_module
 from serving.client import ServingClient, ServingClientError, decode_b64
 from serving.server import serve
 from tests import serving_fixtures as sf
@@ -301,8 +302,30 @@ def test_concurrent_requests(server):
         assert result == [i + 2.0, i, "black"][i % 3]
 
 
+def test_dispatch_is_decided_at_load_time(server):
+    """Cheap models are called on the event loop, the others on the pool; the log says so."""
+    log = server.log_tail(200_000)
+    assert "model sum_two: loaded version 1; calls run on the event loop (" in log
+    assert "model busy: loaded version 1; calls run on the thread pool (signature " \
+           "'serving_default' has a loop" in log
+    assert "model mobilenet_v2_test: loaded version 1; calls run on the thread pool (" in log
+    threads = 1 if server_module.available_cpus() <= 2 else "TensorFlow's default"
+    assert f"TensorFlow intra-op threads: {threads}; uvicorn loop uvloop, http httptools" in log
+
+
+def test_large_body_to_an_inline_model(http):
+    """Over INLINE_MAX_BODY_BYTES, an inline model's request runs on the pool: same answer."""
+    rows = [[float(i), 0.5, -1.0] for i in range(2000)]
+    payload = {"instances": rows}
+    assert len(json.dumps(payload)) > server_module.INLINE_MAX_BODY_BYTES
+    response = post(http, "sum_two", payload)
+    assert response.status_code == 200
+    assert response.json() == {"predictions": [[r[0] + 2, 2.5, 1.0] for r in rows]}
+
+
 def test_tensorflow_does_not_block_the_event_loop(server, http):
-    """While a long TensorFlow call runs, status and other predictions answer at once."""
+    """While a long TensorFlow call runs (on the pool: the model has a loop), status and
+    other predictions - sum_two's inline on the event loop - answer at once."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         started = time.monotonic()
         slow = pool.submit(lambda: ServingClient(server.url).predict(
