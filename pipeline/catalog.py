@@ -44,6 +44,8 @@ from typing import Any
 
 import yaml
 
+from serving.layout import valid_model_name
+
 DEFAULT_CATALOG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "servables", "catalog.yaml"
 )
@@ -55,8 +57,6 @@ DTYPES = (
 )
 FORMATS = ("row", "columnar")
 VERSION_POLICIES = ("latest", "all", "specific")
-# TF Serving model names become directory names and URL path segments.
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -293,7 +293,7 @@ def _parse_entry(entry: Any, index: int, base_dir: str) -> Servable:
         raise CatalogError(None, f"servables[{index}]", "must be a mapping with at least "
                            "'name', 'module', 'object' and 'signatures'")
     raw_name = entry.get("name")
-    if not isinstance(raw_name, str) or not _SAFE_NAME.match(raw_name) or raw_name in (".", ".."):
+    if not isinstance(raw_name, str) or not valid_model_name(raw_name):
         raise CatalogError(raw_name if isinstance(raw_name, str) else None,
                            f"servables[{index}].name",
                            f"{raw_name!r} is not a safe model directory name; use 1-128 "

@@ -66,13 +66,11 @@ import numpy as np
 
 from serving import codec
 from serving.errors import CODE_NAMES, ServingError, echo, invalid_argument, not_found
+from serving.layout import MODEL_NAME, parse_version, valid_model_name
 
 log = logging.getLogger("serving")
 
 CONFIG_FILE = "models.config"
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_VERSION_DIR = re.compile(r"^[0-9]{1,19}$")
-_INT64_MAX = 2**63 - 1
 _MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _MAX_FINGERPRINT_FILES = 10_000
 _MAX_LOAD_ERROR = 2000
@@ -102,19 +100,6 @@ _WRITE_OP = re.compile(
 
 class ConfigError(ValueError):
     """``models.config`` is unreadable or invalid."""
-
-
-def valid_model_name(name: str) -> bool:
-    """True if ``name`` can be a model (and so a directory) name."""
-    return bool(MODEL_NAME.match(name)) and name not in (".", "..")
-
-
-def parse_version(name: str) -> int | None:
-    """The version number of a directory name, or None if it is not a version."""
-    if not _VERSION_DIR.match(name):
-        return None
-    value = int(name)
-    return value if value <= _INT64_MAX else None
 
 
 def _inside(root_real: str, path: str) -> bool:

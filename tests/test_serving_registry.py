@@ -47,12 +47,13 @@ def registry(tmp_path):
 
 
 def test_versions_are_whole_int64_directory_names(tmp_path):
-    for name in ("1", "20", "007", "9223372036854775807"):
+    # TF Serving parses names with safe_strto64, which skips surrounding spaces: " 4" is 4.
+    for name in ("1", "20", "007", " 4", "9223372036854775807"):
         make_version(tmp_path, "m", name)
-    for name in ("9223372036854775808", "-1", "1a", ".tmp-3", "+5", " 4", "3.0"):
+    for name in ("9223372036854775808", "-1", "1a", ".tmp-3", "+5", "3.0"):
         make_version(tmp_path, "m", name)
     (tmp_path / "m" / "42").write_text("a file, not a directory")
-    assert sorted(models.list_versions(str(tmp_path), "m")) == [1, 7, 20, 2**63 - 1]
+    assert sorted(models.list_versions(str(tmp_path), "m")) == [1, 4, 7, 20, 2**63 - 1]
 
 
 def test_model_names_and_symlinks_stay_inside_the_root(tmp_path):

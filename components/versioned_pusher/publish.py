@@ -32,7 +32,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import re
 import secrets
 import shutil
 import time
@@ -43,6 +42,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from components.fingerprint import servable_fingerprint
+from serving.layout import INT64_MAX, parse_version, valid_model_name
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,6 @@ TMP_PREFIX = ".tmp-"
 _CONFIG_TMP_PREFIX = ".models.config.tmp-"
 _SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 _POLICIES = ("latest", "all", "specific")
-_INT64_MAX = 2**63 - 1
-_C_SPACE = " \t\n\v\f\r"  # isspace() in the C locale, skipped by TF Serving's safe_strto64
-_DIGITS = re.compile(r"[0-9]+", re.ASCII)
 
 # Test hook only (see _test_pause_before_rename); never set it in production.
 PAUSE_BEFORE_RENAME_ENV = "TFX_SERVABLES_TEST_PAUSE_BEFORE_RENAME"
@@ -111,22 +108,8 @@ class PublishResult:
 # ---------------------------------------------------------------------------- versions
 
 
-def parse_version(name: str) -> int | None:
-    """The version a directory name stands for, or None when TF Serving ignores it.
-
-    TF Serving parses names with safe_strto64: optional surrounding C whitespace, digits, int64
-    range ('007' -> 7, '+3' and '3.partial' ignored). Unlike TF Serving, negative names ('-1')
-    are ignored too: they are never valid versions to publish or to keep.
-    """
-    stripped = name.strip(_C_SPACE)
-    if not _DIGITS.fullmatch(stripped):
-        return None
-    value = int(stripped)
-    return value if value <= _INT64_MAX else None
-
-
 def _check_version(version: object) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= _INT64_MAX:
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= INT64_MAX:
         raise ValueError(f"a version must be an int in [0, 2**63-1], not {version!r}")
     return version
 
@@ -518,8 +501,7 @@ def serving_state(serving_root: str, model_name: str) -> str:
 
 
 def _check_model_name(model_name: str) -> None:
-    if (not model_name or "/" in model_name or os.sep in model_name
-            or model_name.startswith(".") or model_name == CONFIG_FILENAME):
+    if not valid_model_name(model_name) or model_name == CONFIG_FILENAME:
         raise ValueError(f"invalid model name {model_name!r}")
 
 
@@ -543,8 +525,8 @@ def _next_version(model_root: str) -> int:
     # Numeric *files* count too, so the rename target can never already exist.
     taken = [v for v in (parse_version(n) for n, _ in _children(model_root)) if v is not None]
     version = max(taken, default=0) + 1
-    if version > _INT64_MAX:
-        raise ValueError(f"{model_root}: no version number left after {_INT64_MAX}")
+    if version > INT64_MAX:
+        raise ValueError(f"{model_root}: no version number left after {INT64_MAX}")
     return version
 
 
