@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from serving.layout import valid_model_name
+from tfserving.layout import valid_model_name
 
 DEFAULT_CATALOG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "servables", "catalog.yaml"

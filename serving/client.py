@@ -16,12 +16,13 @@ against ``tensorflow/serving``.
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from tfserving.json_tensor import decode_b64, encode_b64  # noqa: F401 - re-exported for users
 
 
 class ServingClientError(Exception):
@@ -31,30 +32,6 @@ class ServingClientError(Exception):
         super().__init__(f"HTTP {status_code}: {message}")
         self.status_code = status_code
         self.message = message
-
-
-def encode_b64(value: Any) -> Any:
-    """``value`` with every ``bytes`` replaced by ``{"b64": ...}`` (and arrays as lists)."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"b64": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, dict):
-        return {key: encode_b64(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [encode_b64(item) for item in value]
-    if hasattr(value, "tolist") and callable(value.tolist):  # numpy arrays and scalars
-        return encode_b64(value.tolist())
-    return value
-
-
-def decode_b64(value: Any) -> Any:
-    """``value`` with every ``{"b64": ...}`` object replaced by its ``bytes``."""
-    if isinstance(value, dict):
-        if len(value) == 1 and isinstance(value.get("b64"), str):
-            return base64.b64decode(value["b64"])
-        return {key: decode_b64(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [decode_b64(item) for item in value]
-    return value
 
 
 def _dumps(payload: Any) -> bytes:

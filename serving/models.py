@@ -64,9 +64,9 @@ from typing import Any
 
 import numpy as np
 
-from serving import codec
-from serving.errors import CODE_NAMES, ServingError, echo, invalid_argument, not_found
-from serving.layout import MODEL_NAME, parse_version, valid_model_name
+from tfserving import json_tensor
+from tfserving.layout import MODEL_NAME, parse_version, valid_model_name
+from tfserving.status import CODE_NAMES, ServingError, echo, invalid_argument, not_found
 
 log = logging.getLogger("serving")
 
@@ -286,19 +286,19 @@ def read_meta_graph(path: str) -> Any:
     raise LoadError("NOT_FOUND", "Could not find meta graph def matching supplied tags: { serve }")
 
 
-def _tensor_spec(alias: str, info: Any) -> codec.TensorSpec:
+def _tensor_spec(alias: str, info: Any) -> json_tensor.TensorSpec:
     from tensorflow.core.framework import types_pb2
 
     dtype = types_pb2.DataType.Name(info.dtype)
     shape_proto = info.tensor_shape
     shape = None if shape_proto.unknown_rank else tuple(d.size for d in shape_proto.dim)
-    return codec.TensorSpec(alias, dtype, shape, dense=info.WhichOneof("encoding") == "name")
+    return json_tensor.TensorSpec(alias, dtype, shape, dense=info.WhichOneof("encoding") == "name")
 
 
-def signature_specs(meta_graph: Any) -> dict[str, codec.SignatureSpec]:
-    """The meta graph's signature defs as :class:`codec.SignatureSpec` objects."""
+def signature_specs(meta_graph: Any) -> dict[str, json_tensor.SignatureSpec]:
+    """The meta graph's signature defs as :class:`json_tensor.SignatureSpec` objects."""
     return {
-        key: codec.SignatureSpec(
+        key: json_tensor.SignatureSpec(
             key, sig.method_name,
             {alias: _tensor_spec(alias, t) for alias, t in sorted(sig.inputs.items())},
             {alias: _tensor_spec(alias, t) for alias, t in sorted(sig.outputs.items())})
@@ -335,7 +335,7 @@ class Servable:
         self.version = version
         meta_graph = read_meta_graph(path)
         self.signatures = signature_specs(meta_graph)
-        self.metadata_body = codec.dumps(metadata_json(name, version, meta_graph))
+        self.metadata_body = json_tensor.dumps(metadata_json(name, version, meta_graph))
         self._loaded = tf.saved_model.load(path, tags=["serve"])
         self._functions = dict(self._loaded.signatures)
         self.inline = False
@@ -406,9 +406,9 @@ class Servable:
             slow += samples[-1] > INLINE_MAX_CALL_SECONDS  # a slow majority decides early
         return statistics.median(samples)
 
-    def signature(self, name: str) -> codec.SignatureSpec:
+    def signature(self, name: str) -> json_tensor.SignatureSpec:
         """The signature called ``name`` ("" means ``serving_default``); else a 400."""
-        key = name or codec.DEFAULT_SIGNATURE
+        key = name or json_tensor.DEFAULT_SIGNATURE
         sig = self.signatures.get(key)
         if sig is None:
             raise invalid_argument(f'Serving signature name: "{echo(key)}" not found in '
@@ -439,7 +439,8 @@ class Servable:
         return output_arrays(result)
 
 
-def input_tensors(sig: codec.SignatureSpec, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def input_tensors(sig: json_tensor.SignatureSpec,
+                  arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """Decoded request arrays as the tensors fed to ``sig``'s function (dtypes from its def)."""
     import tensorflow as tf
 
@@ -452,7 +453,7 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
-def warmup_inputs(sig: codec.SignatureSpec) -> dict[str, np.ndarray]:
+def warmup_inputs(sig: json_tensor.SignatureSpec) -> dict[str, np.ndarray]:
     """Zero (or empty-string) arrays shaped like ``sig``'s inputs; unknown dimensions are 1.
 
     Raises ValueError for inputs that cannot be generated (sparse, resource, huge).

@@ -77,10 +77,10 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
-from serving import codec
-from serving.errors import ServingError, echo, invalid_argument
 from serving.metrics import Metrics
 from serving.models import ModelRegistry
+from tfserving import json_tensor
+from tfserving.status import ServingError, echo, invalid_argument
 
 log = logging.getLogger("serving")
 
@@ -237,7 +237,7 @@ class RestApi:
     async def _dispatch(self, parsed: _Request, body: bytes, context: dict[str, Any]) -> Response:
         if parsed.action in ("status", "metadata"):
             if parsed.action == "status":
-                return _json_response(codec.dumps(
+                return _json_response(json_tensor.dumps(
                     self.registry.status(parsed.model, parsed.version, parsed.label)))
             servable = self.registry.resolve(parsed.model, parsed.version, parsed.label)
             context["model"], context["version"] = servable.name, str(servable.version)
@@ -273,29 +273,29 @@ class RestApi:
 
     def _predict(self, parsed: _Request, body: bytes, context: dict[str, Any],
                  servable: Any = None) -> bytes:
-        doc = codec.parse_json(body)
-        signature_name = codec.signature_name(doc)
+        doc = json_tensor.parse_json(body)
+        signature_name = json_tensor.signature_name(doc)
         servable = self._resolve(parsed, context, servable)
         sig = servable.signature(signature_name)
-        fmt, tensors = codec.decode_predict(doc, sig)
+        fmt, tensors = json_tensor.decode_predict(doc, sig)
         outputs = servable.run(sig.key, tensors)
-        return codec.encode_predict(outputs, fmt)
+        return json_tensor.encode_predict(outputs, fmt)
 
     def _classify_or_regress(self, parsed: _Request, body: bytes, context: dict[str, Any],
                              servable: Any = None) -> bytes:
         method = parsed.action
-        doc = codec.parse_json(body)
-        signature_name = codec.signature_name(doc)
-        examples = codec.decode_examples(doc, method)
+        doc = json_tensor.parse_json(body)
+        signature_name = json_tensor.signature_name(doc)
+        examples = json_tensor.decode_examples(doc, method)
         servable = self._resolve(parsed, context, servable)
         sig = servable.signature(signature_name)
-        alias = codec.check_example_signature(sig, method)
+        alias = json_tensor.check_example_signature(sig, method)
         serialized = np.empty(len(examples), dtype=object)
         serialized[:] = examples
         outputs = servable.run(sig.key, {alias: serialized})
         if method == "classify":
-            return codec.encode_classify(outputs, len(examples))
-        return codec.encode_regress(outputs, len(examples))
+            return json_tensor.encode_classify(outputs, len(examples))
+        return json_tensor.encode_regress(outputs, len(examples))
 
 
 def create_app(serving_root: str, *, poll_interval: float = 0.5,

@@ -10,26 +10,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving import codec
-from serving.client import decode_b64, encode_b64
-from serving.errors import ServingError
+from tfserving import json_tensor as jt
+from tfserving.json_tensor import decode_b64, encode_b64
+from tfserving.status import ServingError
 
-ADDER = codec.SignatureSpec(
-    "serving_default", codec.PREDICT_METHOD,
-    {"x": codec.TensorSpec("x", "DT_FLOAT", (-1, 3))},
-    {"output_0": codec.TensorSpec("output_0", "DT_FLOAT", (-1, 3))})
-RUNIF = codec.SignatureSpec(
-    "serving_default", codec.PREDICT_METHOD, {"N": codec.TensorSpec("N", "DT_INT32", ())},
-    {"output_0": codec.TensorSpec("output_0", "DT_FLOAT", (-1,))})
-IMAGE = codec.SignatureSpec(
-    "serving_default", codec.PREDICT_METHOD,
-    {"input_img": codec.TensorSpec("input_img", "DT_STRING", None)},
-    {"output_0": codec.TensorSpec("output_0", "DT_STRING", (1,))})
-TWO = codec.SignatureSpec(
-    "serving_default", codec.PREDICT_METHOD,
-    {"data": codec.TensorSpec("data", "DT_STRING", (-1,)),
-     "times": codec.TensorSpec("times", "DT_INT32", (-1,))},
-    {"echo_bytes": codec.TensorSpec("echo_bytes", "DT_STRING", (-1,))})
+ADDER = jt.SignatureSpec(
+    "serving_default", jt.PREDICT_METHOD,
+    {"x": jt.TensorSpec("x", "DT_FLOAT", (-1, 3))},
+    {"output_0": jt.TensorSpec("output_0", "DT_FLOAT", (-1, 3))})
+RUNIF = jt.SignatureSpec(
+    "serving_default", jt.PREDICT_METHOD, {"N": jt.TensorSpec("N", "DT_INT32", ())},
+    {"output_0": jt.TensorSpec("output_0", "DT_FLOAT", (-1,))})
+IMAGE = jt.SignatureSpec(
+    "serving_default", jt.PREDICT_METHOD,
+    {"input_img": jt.TensorSpec("input_img", "DT_STRING", None)},
+    {"output_0": jt.TensorSpec("output_0", "DT_STRING", (1,))})
+TWO = jt.SignatureSpec(
+    "serving_default", jt.PREDICT_METHOD,
+    {"data": jt.TensorSpec("data", "DT_STRING", (-1,)),
+     "times": jt.TensorSpec("times", "DT_INT32", (-1,))},
+    {"echo_bytes": jt.TensorSpec("echo_bytes", "DT_STRING", (-1,))})
 SIGNATURES = (ADDER, RUNIF, IMAGE, TWO)
 
 
@@ -45,21 +45,21 @@ def error_of(fn, *args) -> ServingError:
 def test_parse_json_errors_are_400():
     for body in (b"", b"   ", b"instances = [1, 2]", b"[1, 2]", b"3", b'"x"', b"null",
                  b"[" * 5000, b'{"a": "\\ud800"}'):
-        err = error_of(codec.parse_json, body)
+        err = error_of(jt.parse_json, body)
         assert err.http_status == 400, body
-    assert "The document is empty" in error_of(codec.parse_json, b"").message
-    assert "Is not object" in error_of(codec.parse_json, b"[1]").message
+    assert "The document is empty" in error_of(jt.parse_json, b"").message
+    assert "Is not object" in error_of(jt.parse_json, b"[1]").message
 
 
 def test_parse_json_accepts_nan_and_infinity_like_tf_serving():
-    doc = codec.parse_json(b'{"inputs": [NaN, Infinity, -Infinity]}')
+    doc = jt.parse_json(b'{"inputs": [NaN, Infinity, -Infinity]}')
     assert np.isnan(doc["inputs"][0]) and doc["inputs"][1:] == [float("inf"), float("-inf")]
 
 
 def test_signature_name_must_be_a_string():
-    assert codec.signature_name({}) == ""
-    assert codec.signature_name({"signature_name": "s"}) == "s"
-    err = error_of(codec.signature_name, {"signature_name": 100})
+    assert jt.signature_name({}) == ""
+    assert jt.signature_name({"signature_name": "s"}) == "s"
+    err = error_of(jt.signature_name, {"signature_name": 100})
     assert "'signature_name' key must be a string value." in err.message
 
 
@@ -67,15 +67,15 @@ def test_signature_name_must_be_a_string():
 
 
 def test_json_to_array_dtypes():
-    arr = codec.json_to_array([[1, 2.5], [3, 4]], "DT_FLOAT")
+    arr = jt.json_to_array([[1, 2.5], [3, 4]], "DT_FLOAT")
     assert arr.dtype == np.float32 and arr.shape == (2, 2)
-    assert codec.json_to_array(7, "DT_INT64").shape == ()
-    assert codec.json_to_array([True, False], "DT_BOOL").tolist() == [True, False]
-    assert codec.json_to_array([2**64 - 1], "DT_UINT64").tolist() == [2**64 - 1]
-    strings = codec.json_to_array(["héllo", {"b64": base64.b64encode(b"\x00\xff").decode()}],
+    assert jt.json_to_array(7, "DT_INT64").shape == ()
+    assert jt.json_to_array([True, False], "DT_BOOL").tolist() == [True, False]
+    assert jt.json_to_array([2**64 - 1], "DT_UINT64").tolist() == [2**64 - 1]
+    strings = jt.json_to_array(["héllo", {"b64": base64.b64encode(b"\x00\xff").decode()}],
                                   "DT_STRING")
     assert strings.tolist() == ["héllo".encode(), b"\x00\xff"]
-    assert codec.json_to_array([[], []], "DT_FLOAT").shape == (2, 0)
+    assert jt.json_to_array([[], []], "DT_FLOAT").shape == (2, 0)
 
 
 @pytest.mark.parametrize("value,dtype,fragment", [
@@ -100,24 +100,24 @@ def test_json_to_array_dtypes():
     ([{"b64": "AA", "x": 1}], "DT_STRING", "not formatted correctly for base64 data"),
 ])
 def test_json_to_array_rejects(value, dtype, fragment):
-    err = error_of(codec.json_to_array, value, dtype)
+    err = error_of(jt.json_to_array, value, dtype)
     assert err.http_status == 400
     assert fragment in err.message
 
 
 def test_unsupported_dtype_is_unimplemented():
-    assert error_of(codec.json_to_array, [1.0], "DT_HALF").code == "UNIMPLEMENTED"
+    assert error_of(jt.json_to_array, [1.0], "DT_HALF").code == "UNIMPLEMENTED"
 
 
 def test_deep_nesting_is_refused():
     value: list = [1.0]
     for _ in range(100):
         value = [value]
-    assert "nested more than" in error_of(codec.json_to_array, value, "DT_FLOAT").message
+    assert "nested more than" in error_of(jt.json_to_array, value, "DT_FLOAT").message
 
 
 def test_nonfinite_floats_are_accepted():
-    arr = codec.json_to_array([float("nan"), float("inf")], "DT_FLOAT")
+    arr = jt.json_to_array([float("nan"), float("inf")], "DT_FLOAT")
     assert np.isnan(arr[0]) and np.isinf(arr[1])
 
 
@@ -125,18 +125,18 @@ def test_nonfinite_floats_are_accepted():
 
 
 def test_row_and_columnar_formats():
-    fmt, tensors = codec.decode_predict({"instances": [[1, 2, 3], [4, 5, 6]]}, ADDER)
-    assert fmt == codec.ROW and tensors["x"].shape == (2, 3)
-    fmt, tensors = codec.decode_predict({"inputs": {"x": [[1, 2, 3]]}}, ADDER)
-    assert fmt == codec.COLUMNAR and tensors["x"].shape == (1, 3)
-    fmt, tensors = codec.decode_predict({"instances": [{"x": [1, 2, 3]}]}, ADDER)
+    fmt, tensors = jt.decode_predict({"instances": [[1, 2, 3], [4, 5, 6]]}, ADDER)
+    assert fmt == jt.ROW and tensors["x"].shape == (2, 3)
+    fmt, tensors = jt.decode_predict({"inputs": {"x": [[1, 2, 3]]}}, ADDER)
+    assert fmt == jt.COLUMNAR and tensors["x"].shape == (1, 3)
+    fmt, tensors = jt.decode_predict({"instances": [{"x": [1, 2, 3]}]}, ADDER)
     assert tensors["x"].tolist() == [[1, 2, 3]]
-    _, tensors = codec.decode_predict({"inputs": 5}, RUNIF)
+    _, tensors = jt.decode_predict({"inputs": 5}, RUNIF)
     assert tensors["N"].shape == () and tensors["N"].dtype == np.int32
-    _, tensors = codec.decode_predict(
+    _, tensors = jt.decode_predict(
         {"instances": [{"data": "a", "times": 1}, {"data": {"b64": "AP8="}, "times": 2}]}, TWO)
     assert tensors["data"].tolist() == [b"a", b"\x00\xff"] and tensors["times"].tolist() == [1, 2]
-    _, tensors = codec.decode_predict({"inputs": {"b64": "AP8="}}, IMAGE)
+    _, tensors = jt.decode_predict({"inputs": {"b64": "AP8="}}, IMAGE)
     assert tensors["input_img"].shape == ()
 
 
@@ -159,14 +159,14 @@ def test_row_and_columnar_formats():
     ({"instances": [[1, 2, 3], {"x": [1, 2, 3]}]}, ADDER, "Expecting value/list but got object"),
 ])
 def test_predict_request_errors(doc, sig, fragment):
-    err = error_of(codec.decode_predict, doc, sig)
+    err = error_of(jt.decode_predict, doc, sig)
     assert err.http_status == 400
     assert fragment in err.message
 
 
 def test_signature_without_inputs():
-    empty = codec.SignatureSpec("init", "", {}, {})
-    assert "Failed to get input map" in error_of(codec.decode_predict, {"inputs": 1}, empty).message
+    empty = jt.SignatureSpec("init", "", {}, {})
+    assert "Failed to get input map" in error_of(jt.decode_predict, {"inputs": 1}, empty).message
 
 
 JSON = st.recursive(
@@ -185,7 +185,7 @@ JSON = st.recursive(
 def test_decode_predict_never_crashes(key, value, sig):
     """Any JSON either decodes to arrays that fit the signature or is a ServingError."""
     try:
-        fmt, tensors = codec.decode_predict({key: value}, sig)
+        fmt, tensors = jt.decode_predict({key: value}, sig)
     except ServingError as err:
         assert 400 <= err.http_status < 500
         return
@@ -200,63 +200,63 @@ def test_decode_predict_never_crashes(key, value, sig):
 
 def test_encode_row_and_columnar():
     out = {"output_0": np.array([[0.1, 3.0], [1e-7, 2.5]], dtype=np.float32)}
-    assert codec.encode_predict(out, codec.ROW) == b'{"predictions":[[0.1,3.0],[1e-7,2.5]]}'
-    assert codec.encode_predict(out, codec.COLUMNAR) == b'{"outputs":[[0.1,3.0],[1e-7,2.5]]}'
+    assert jt.encode_predict(out, jt.ROW) == b'{"predictions":[[0.1,3.0],[1e-7,2.5]]}'
+    assert jt.encode_predict(out, jt.COLUMNAR) == b'{"outputs":[[0.1,3.0],[1e-7,2.5]]}'
     two = {"b": np.array([1, 2], dtype=np.int64),
            "a_bytes": np.array([b"\x00", b"z"], dtype=object)}
-    row = json.loads(codec.encode_predict(two, codec.ROW))
+    row = json.loads(jt.encode_predict(two, jt.ROW))
     assert row == {"predictions": [{"a_bytes": {"b64": "AA=="}, "b": 1},
                                    {"a_bytes": {"b64": "eg=="}, "b": 2}]}
-    col = json.loads(codec.encode_predict(two, codec.COLUMNAR))
+    col = json.loads(jt.encode_predict(two, jt.COLUMNAR))
     assert col == {"outputs": {"a_bytes": [{"b64": "AA=="}, {"b64": "eg=="}], "b": [1, 2]}}
     scalar = {"output_0": np.array(b"label", dtype=object)}
-    assert codec.encode_predict(scalar, codec.COLUMNAR) == b'{"outputs":"label"}'
+    assert jt.encode_predict(scalar, jt.COLUMNAR) == b'{"outputs":"label"}'
 
 
 def test_encode_nonfinite_like_tf_serving():
     out = {"y": np.array([np.nan, np.inf, -np.inf, 0.1], dtype=np.float32)}
-    assert codec.encode_predict(out, codec.COLUMNAR) == b'{"outputs":[NaN,Infinity,-Infinity,0.1]}'
+    assert jt.encode_predict(out, jt.COLUMNAR) == b'{"outputs":[NaN,Infinity,-Infinity,0.1]}'
 
 
 def test_encode_row_needs_a_common_batch_dimension():
     scalar = {"y": np.array(1.0, dtype=np.float32)}
-    assert "has no shape information" in error_of(codec.encode_predict, scalar, codec.ROW).message
+    assert "has no shape information" in error_of(jt.encode_predict, scalar, jt.ROW).message
     ragged = {"a": np.zeros(2, np.float32), "b": np.zeros(3, np.float32)}
-    assert "inconsistent batch size" in error_of(codec.encode_predict, ragged, codec.ROW).message
-    assert codec.encode_predict(scalar, codec.COLUMNAR) == b'{"outputs":1.0}'
+    assert "inconsistent batch size" in error_of(jt.encode_predict, ragged, jt.ROW).message
+    assert jt.encode_predict(scalar, jt.COLUMNAR) == b'{"outputs":1.0}'
 
 
 def test_predict_response_is_the_encoded_body_parsed():
     out = {"score": np.array([0.1, np.nan], dtype=np.float32),
            "label": np.array([b"cat", b"\xff"], dtype=object),
            "raw_bytes": np.array([b"ok", b"\xff"], dtype=object)}
-    row = codec.predict_response(out, codec.ROW)["predictions"]
+    row = jt.predict_response(out, jt.ROW)["predictions"]
     assert row[0] == {"label": "cat", "raw_bytes": {"b64": "b2s="}, "score": 0.1}
     assert row[1]["label"] == "\ufffd" and row[1]["raw_bytes"] == {"b64": "/w=="}
     assert np.isnan(row[1]["score"])
-    columnar = codec.predict_response({"n": np.array([[1, 2]], np.int64)}, codec.COLUMNAR)
+    columnar = jt.predict_response({"n": np.array([[1, 2]], np.int64)}, jt.COLUMNAR)
     assert columnar == {"outputs": [[1, 2]]}
-    assert codec.predict_response({"y": np.array(2.5, np.float32)}, codec.COLUMNAR) == {
+    assert jt.predict_response({"y": np.array(2.5, np.float32)}, jt.COLUMNAR) == {
         "outputs": 2.5}
     scalar = {"y": np.array(1.0, dtype=np.float32)}
-    assert "no shape information" in error_of(codec.predict_response, scalar, codec.ROW).message
+    assert "no shape information" in error_of(jt.predict_response, scalar, jt.ROW).message
 
 
 def test_classify_and_regress_encoding():
     outputs = {"classes": np.array([[b"pos", b"neg"]], dtype=object),
                "scores": np.array([[0.75, 0.25]], dtype=np.float32)}
-    assert json.loads(codec.encode_classify(outputs, 1)) == {
+    assert json.loads(jt.encode_classify(outputs, 1)) == {
         "results": [[["pos", 0.75], ["neg", 0.25]]]}
-    assert json.loads(codec.encode_regress({"outputs": np.array([[42.0]], np.float32)}, 1)) == {
+    assert json.loads(jt.encode_regress({"outputs": np.array([[42.0]], np.float32)}, 1)) == {
         "results": [42.0]}
-    err = error_of(codec.encode_regress, {"outputs": np.zeros((1, 2), np.float32)}, 1)
+    err = error_of(jt.encode_regress, {"outputs": np.zeros((1, 2), np.float32)}, 1)
     assert "[batch_size] or [batch_size, 1]" in err.message
 
 
 def test_examples_from_json():
     from tensorflow.core.example import example_pb2
 
-    serialized = codec.decode_examples(
+    serialized = jt.decode_examples(
         {"context": {"c": "ctx", "x": 1.0},
          "examples": [{"x": 2.5, "n": [1, 2], "flag": True, "raw": {"b64": "AP8="}}, {}]},
         "classify")
@@ -282,19 +282,19 @@ def test_examples_from_json():
     ({"examples": [{"x": 1e300}]}, "without loss of precision"),
 ])
 def test_example_errors(doc, fragment):
-    err = error_of(codec.decode_examples, doc, "classify")
+    err = error_of(jt.decode_examples, doc, "classify")
     assert err.http_status == 400 and fragment in err.message
 
 
 def test_example_signature_checks():
     with pytest.raises(ServingError, match="method_name to be tensorflow/serving/classify"):
-        codec.check_example_signature(ADDER, "classify")
-    regress = codec.SignatureSpec(
-        "r", codec.REGRESS_METHOD, {"inputs": codec.TensorSpec("inputs", "DT_STRING", None)},
-        {"outputs": codec.TensorSpec("outputs", "DT_FLOAT", (-1, 1))})
-    assert codec.check_example_signature(regress, "regress") == "inputs"
+        jt.check_example_signature(ADDER, "classify")
+    regress = jt.SignatureSpec(
+        "r", jt.REGRESS_METHOD, {"inputs": jt.TensorSpec("inputs", "DT_STRING", None)},
+        {"outputs": jt.TensorSpec("outputs", "DT_FLOAT", (-1, 1))})
+    assert jt.check_example_signature(regress, "regress") == "inputs"
     with pytest.raises(ServingError, match="method_name to be tensorflow/serving/classify"):
-        codec.check_example_signature(regress, "classify")
+        jt.check_example_signature(regress, "classify")
 
 
 # ---------------------------------------------------------------- client helpers

@@ -12,10 +12,11 @@ import anyio
 import numpy as np
 import pytest
 
-from serving import codec, models, server
+from serving import models, server
 from serving.__main__ import main as serving_main
-from serving.errors import not_found
 from tests import serving_fixtures as sf
+from tfserving import json_tensor
+from tfserving.status import not_found
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +89,11 @@ def test_warm_up_does_not_write_state(store):
 
 
 def test_warmup_inputs():
-    spec = codec.SignatureSpec("s", "tensorflow/serving/predict", {
-        "x": codec.TensorSpec("x", "DT_FLOAT", (-1, 3)),
-        "n": codec.TensorSpec("n", "DT_INT64", ()),
-        "s": codec.TensorSpec("s", "DT_STRING", None),
-        "b": codec.TensorSpec("b", "DT_BOOL", (2,)),
+    spec = json_tensor.SignatureSpec("s", "tensorflow/serving/predict", {
+        "x": json_tensor.TensorSpec("x", "DT_FLOAT", (-1, 3)),
+        "n": json_tensor.TensorSpec("n", "DT_INT64", ()),
+        "s": json_tensor.TensorSpec("s", "DT_STRING", None),
+        "b": json_tensor.TensorSpec("b", "DT_BOOL", (2,)),
     }, {})
     arrays = models.warmup_inputs(spec)
     assert arrays["x"].shape == (1, 3) and arrays["x"].dtype == np.float32
@@ -100,11 +101,11 @@ def test_warmup_inputs():
     assert arrays["n"].shape == () and arrays["n"].dtype == np.int64
     assert arrays["s"].shape == () and arrays["s"].item() == b""
     assert arrays["b"].tolist() == [False, False]
-    for bad in (codec.TensorSpec("sp", "DT_FLOAT", (-1,), dense=False),
-                codec.TensorSpec("r", "DT_RESOURCE", ()),
-                codec.TensorSpec("big", "DT_FLOAT", (10_000, 10_000))):
+    for bad in (json_tensor.TensorSpec("sp", "DT_FLOAT", (-1,), dense=False),
+                json_tensor.TensorSpec("r", "DT_RESOURCE", ()),
+                json_tensor.TensorSpec("big", "DT_FLOAT", (10_000, 10_000))):
         with pytest.raises(ValueError):
-            models.warmup_inputs(codec.SignatureSpec("s", "", {bad.name: bad}, {}))
+            models.warmup_inputs(json_tensor.SignatureSpec("s", "", {bad.name: bad}, {}))
 
 
 # ------------------------------------------------------------------ dispatch per request
@@ -170,7 +171,7 @@ def test_large_bodies_and_pool_versions_go_to_the_pool(store):
 
 def test_errors_keep_their_order(store):
     """A malformed body to an unknown model is still a 400, as in TF Serving."""
-    from serving.errors import ServingError
+    from tfserving.status import ServingError
 
     servable = load(store, "sum_two")
     with pytest.raises(ServingError) as err:

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from serving import models
-from serving.errors import ServingError
 from serving.server import parse_path
+from tfserving.status import ServingError
 
 
 class FakeServable:

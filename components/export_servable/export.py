@@ -18,7 +18,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from components.fingerprint import servable_fingerprint
+from tfserving.fingerprint import servable_fingerprint
 
 _module_counter = itertools.count()
 

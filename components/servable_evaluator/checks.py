@@ -7,9 +7,9 @@ nothing from the exporting Python process can leak in. Example requests and resp
 converted by the local REST server's own code, so an example that passes here is answered
 the same way by the server (and by TF Serving, whose JSON rules it follows):
 ``serving.models.read_meta_graph``/``signature_specs`` read the signature defs,
-``serving.codec.parse_json``/``decode_predict`` turn a request into input arrays (row
+``serving.json_tensor.parse_json``/``decode_predict`` turn a request into input arrays (row
 ``instances`` or columnar ``inputs``, ``{"b64": ...}``, dtype and shape rules) and
-``serving.codec.predict_response`` gives the response body expectations are compared with.
+``serving.json_tensor.predict_response`` gives the response body expectations are compared with.
 
 Decisions:
 
@@ -42,14 +42,16 @@ import numpy as np
 import tensorflow as tf
 
 from components.servable_evaluator.report import render_markdown
-from serving import codec, models
-from serving.client import encode_b64
-from serving.errors import ServingError, invalid_argument
+from serving import models
+from tfserving import json_tensor
+from tfserving.json_tensor import encode_b64
+from tfserving.status import ServingError, invalid_argument
 
 __all__ = ["evaluate", "render_markdown", "compare_bodies", "ACCEPTED_METHOD_NAMES"]
 
-ACCEPTED_METHOD_NAMES = (codec.PREDICT_METHOD, codec.CLASSIFY_METHOD, codec.REGRESS_METHOD)
-DEFAULT_SIGNATURE = codec.DEFAULT_SIGNATURE
+ACCEPTED_METHOD_NAMES = (json_tensor.PREDICT_METHOD, json_tensor.CLASSIFY_METHOD,
+                         json_tensor.REGRESS_METHOD)
+DEFAULT_SIGNATURE = json_tensor.DEFAULT_SIGNATURE
 GENERATED = "generated"
 ROW_TRIAL_SIZES = (1, 2)
 SEED = 20240501
@@ -67,7 +69,7 @@ class _Signature:
     fn: Callable[..., Mapping[str, tf.Tensor]]
     inputs: dict[str, tf.TensorSpec]
     outputs: dict[str, tf.TensorSpec]
-    spec: codec.SignatureSpec | None  # as the server reads it; None if not in saved_model.pb
+    spec: json_tensor.SignatureSpec | None  # as the server reads it; None if not in saved_model.pb
 
     def call(self, tensors: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return dict(self.fn(**tensors))
@@ -77,7 +79,7 @@ class _Signature:
         if self.spec is None:
             raise invalid_argument(f"signature '{self.key}' has no SignatureDef in "
                                    "saved_model.pb, so the server cannot serve it")
-        fmt, arrays = codec.decode_predict(doc, self.spec)
+        fmt, arrays = json_tensor.decode_predict(doc, self.spec)
         return fmt, models.input_tensors(self.spec, arrays)
 
 
@@ -137,8 +139,8 @@ def evaluate(saved_model_dir: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     by_signature: dict[str, list[Mapping[str, Any]]] = {}
     for example in spec.get("examples") or []:
         try:  # the body as the server parses it
-            doc = codec.parse_json(json.dumps(example.get("request")).encode())
-            key = codec.signature_name(doc) or DEFAULT_SIGNATURE
+            doc = json_tensor.parse_json(json.dumps(example.get("request")).encode())
+            key = json_tensor.signature_name(doc) or DEFAULT_SIGNATURE
         except (ServingError, TypeError, ValueError) as e:
             rec.add("call", None, str(example.get("path") or "example"), False,
                     f"request not convertible: {getattr(e, 'message', e)}")
@@ -234,7 +236,7 @@ def _check_structure(sig: _Signature, signature_def: Any, rec: _Recorder) -> dic
 
 def _response(outputs: Mapping[str, tf.Tensor], fmt: str) -> dict[str, Any]:
     """The response body the server writes for these outputs, as a client parses it."""
-    return codec.predict_response(models.output_arrays(outputs), fmt)
+    return json_tensor.predict_response(models.output_arrays(outputs), fmt)
 
 
 def compare_bodies(actual: Any, expected: Any, tolerance: float, path: str = "",
@@ -249,7 +251,7 @@ def _compare(actual: Any, expected: Any, tol: float, path: str, found: list[str]
              limit: int) -> None:
     if len(found) >= limit:
         return
-    if codec.is_b64_object(expected) or codec.is_b64_object(actual):
+    if json_tensor.is_b64_object(expected) or json_tensor.is_b64_object(actual):
         a, e = _as_bytes(actual), _as_bytes(expected)
         if a is None or e is None or a != e:
             found.append(f"{path}: got {_brief(actual)}, expected {_brief(expected)}")
@@ -288,9 +290,9 @@ def _compare(actual: Any, expected: Any, tol: float, path: str, found: list[str]
 
 def _as_bytes(value: Any) -> bytes | None:
     """The bytes a ``{"b64": ...}`` object or a string stands for (None for anything else)."""
-    if codec.is_b64_object(value):
+    if json_tensor.is_b64_object(value):
         try:
-            return codec.b64decode(value)
+            return json_tensor.b64decode(value)
         except ServingError:
             return None
     return value.encode("utf-8") if isinstance(value, str) else None
@@ -322,9 +324,9 @@ def _run_example(sig: _Signature, example: Mapping[str, Any], settings: Mapping[
                  rec: _Recorder, latency: dict[str, Any]) -> _Call | None:
     """Calls the signature with one catalog example and checks its expectations."""
     name = str(example.get("path") or "example")
-    request = example["request"]  # as codec.parse_json returned it
+    request = example["request"]  # as json_tensor.parse_json returned it
     expect = example.get("expect") or {}
-    fmt = codec.ROW if "instances" in request else codec.COLUMNAR
+    fmt = json_tensor.ROW if "instances" in request else json_tensor.COLUMNAR
     try:
         fmt, tensors = sig.decode(request)
     except ServingError as e:
@@ -622,7 +624,7 @@ def _row_format(sig: _Signature, calls: Sequence[_Call]) -> dict[str, Any]:
         try:
             _, tensors = sig.decode({"instances": [item] * n})
             outputs = sig.call(tensors)
-            response = _response(outputs, codec.ROW)
+            response = _response(outputs, json_tensor.ROW)
         except Exception as e:
             failures.append(f"{n} instance(s): {_error_text(e)}")
             continue

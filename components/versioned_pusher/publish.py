@@ -41,8 +41,8 @@ from collections.abc import Iterator, Mapping
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from components.fingerprint import servable_fingerprint
-from serving.layout import INT64_MAX, parse_version, valid_model_name
+from tfserving.fingerprint import servable_fingerprint
+from tfserving.layout import INT64_MAX, parse_version, valid_model_name
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from serving.errors import MAX_ECHO, ServingError, invalid_argument
+from tfserving.status import MAX_ECHO, ServingError, invalid_argument
 
 ROW = "row"
 COLUMNAR = "columnar"
@@ -239,6 +239,30 @@ def _scalar_text(value: Any) -> str:
 def is_b64_object(value: Any) -> bool:
     """True for ``{"b64": "<string>"}`` (exactly one key)."""
     return type(value) is dict and len(value) == 1 and type(value.get("b64")) is str
+
+
+def encode_b64(value: Any) -> Any:
+    """``value`` with every ``bytes`` replaced by ``{"b64": ...}`` (and arrays as lists)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"b64": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, dict):
+        return {key: encode_b64(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_b64(item) for item in value]
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy arrays and scalars
+        return encode_b64(value.tolist())
+    return value
+
+
+def decode_b64(value: Any) -> Any:
+    """``value`` with every ``{"b64": ...}`` object replaced by its ``bytes``."""
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get("b64"), str):
+            return base64.b64decode(value["b64"])
+        return {key: decode_b64(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [decode_b64(item) for item in value]
+    return value
 
 
 def _is_named_object(value: Any) -> bool:
