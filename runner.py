@@ -15,8 +15,7 @@ import logging
 import os
 import sys
 
-DEFAULT_OUTPUT_DIR = "outputs"
-DEFAULT_CONFIG_BASE_PATH = "/models"
+from tfserving import defaults
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--catalog", default=None,
                          help="servable catalog YAML (default: servables/catalog.yaml)")
-        sub.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR,
+        sub.add_argument("--output-dir", default=defaults.OUTPUT_DIR,
                          help="where the pipeline root, metadata.sqlite and (unless "
                               "--serving-dir) the serving root go (default: ./outputs)")
         sub.add_argument("--serving-dir", default=None,
@@ -53,13 +52,10 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the serving root over TF Serving's REST API")
     common(serve)
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to bind (default: loopback only)")
-    serve.add_argument("--port", type=int, default=8501, help="REST port (default: 8501)")
-    serve.add_argument("--intra-op-threads", type=int, default=None, metavar="N",
-                       help="TensorFlow intra-op threads per call (default: 1 on machines "
-                            "with <= 2 CPUs, else TensorFlow's own; 0 = TensorFlow's own)")
-    serve.set_defaults(command_fn=_cmd_serve)
+    from serving import main as server_main
+
+    server_main.add_arguments(serve, serving_dir=False)
+    serve.set_defaults(command_fn=_cmd_serve, parser=serve)
 
     compile_ = commands.add_parser("compile", help="compile the pipeline for another orchestrator")
     common(compile_)
@@ -98,7 +94,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
                         help="keep only the newest K versions of each pushed model (overrides "
                              "the catalog's serving.keep; default: keep every version). "
                              "Versions pinned or labelled in models.config are never removed")
-    parser.add_argument("--config-base-path", default=DEFAULT_CONFIG_BASE_PATH,
+    parser.add_argument("--config-base-path", default=defaults.CONFIG_BASE_PATH,
                         help="base_path prefix written to models.config (default: /models, "
                              "where the docker recipe mounts the serving root; '' writes the "
                              "serving root's own path)")
@@ -186,12 +182,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    _, serving_root, _ = _paths(args)
-    from serving.server import serve
+    from serving import main as server_main
 
-    serve(serving_root, host=args.host, port=args.port,
-          intra_op_threads=args.intra_op_threads)
-    return 0
+    args.serving_dir = _paths(args)[1]
+    return server_main.run(args.parser, args)
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:

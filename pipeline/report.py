@@ -6,7 +6,8 @@ import os
 import shlex
 import time
 
-from components.versioned_pusher.publish import list_versions, saved_model_fingerprint
+from components.versioned_pusher.publish import list_versions
+from tfserving.fingerprint import servable_fingerprint
 from pipeline import metadata_store
 from pipeline.local import RunOutcome
 from pipeline.pipeline import PIPELINE_NAME
@@ -80,7 +81,7 @@ def status(servables: list[str], serving_root: str, metadata_path: str) -> str:
             continue
         newest = os.path.join(model_root, str(versions[-1]))
         try:
-            fingerprint = saved_model_fingerprint(newest)
+            fingerprint = servable_fingerprint(newest)
         except Exception as e:  # noqa: BLE001 - a broken directory is reported, not fatal
             fingerprint = f"unreadable ({type(e).__name__})"
         blessed, pushed_at, run = "?", "?", "?"

@@ -18,19 +18,23 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from components.versioned_pusher import publish as pub
 from components.versioned_pusher.publish import (
-    ModelPolicy,
     PublishResult,
     list_versions,
     parse_version,
     protected_versions,
     publish,
-    read_models_config,
-    saved_model_fingerprint,
     serving_state,
-    write_models_config,
 )
+from tfserving import model_config
+from tfserving.fingerprint import servable_fingerprint
+from tfserving.model_config import ModelConfig, VersionPolicy
 
 CHILD = Path(__file__).with_name("publish_child.py")
+
+
+def cfg(kind: str = "latest", versions: tuple[int, ...] = (), labels=None) -> ModelConfig:
+    """A model entry to publish with (publish() fills in the name and base path)."""
+    return ModelConfig("", policy=VersionPolicy(kind, versions=versions), labels=labels or {})
 
 
 class _AddConstant(tf.Module):
@@ -101,7 +105,7 @@ def test_pushes_new_versions_and_skips_unchanged_model(models: list[str], root: 
     second = publish(models[1], str(root), "adder")
     assert (second.pushed, second.version, second.reason) == (True, 2, "pushed")
     assert list_versions(str(root / "adder")) == [1, 2]
-    assert saved_model_fingerprint(second.destination) == saved_model_fingerprint(models[1])
+    assert servable_fingerprint(second.destination) == servable_fingerprint(models[1])
     loaded = tf.saved_model.load(second.destination)
     assert loaded.signatures["serving_default"](x=tf.constant([1.0]))["y"].numpy() == [3.0]
 
@@ -111,7 +115,7 @@ def test_pushes_new_versions_and_skips_unchanged_model(models: list[str], root: 
                                   destination=os.path.join(root, "adder", "2"))
     # A caller-supplied fingerprint is trusted instead of reading source_dir's.
     trusted = publish(models[0], str(root), "adder",
-                      fingerprint=saved_model_fingerprint(models[1]))
+                      fingerprint=servable_fingerprint(models[1]))
     assert trusted.reason == "unchanged"
     assert snapshot(root) == before
 
@@ -179,13 +183,13 @@ def test_rejects_bad_arguments(models: list[str], root: Path, tmp_path: Path) ->
         with pytest.raises(ValueError, match="model name"):
             publish(models[0], str(root), name)
     with pytest.raises(ValueError):
-        ModelPolicy("newest")
+        VersionPolicy("newest")
     with pytest.raises(ValueError):
-        ModelPolicy("specific")
+        VersionPolicy("specific")
     with pytest.raises(ValueError):
-        ModelPolicy("latest", versions=(1,))
+        VersionPolicy("latest", versions=(1,))
     with pytest.raises(ValueError):
-        ModelPolicy(labels={"stable": -1})
+        ModelConfig("adder", labels={"stable": -1})
     assert not root.exists()
 
 
@@ -199,13 +203,11 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen]]:
 
     def start(source: str, root: Path, name: str, pause_marker: Path | None = None
               ) -> subprocess.Popen:
-        env = {k: v for k, v in os.environ.items() if k != pub.PAUSE_BEFORE_RENAME_ENV}
-        env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-        if pause_marker is not None:
-            env[pub.PAUSE_BEFORE_RENAME_ENV] = str(pause_marker)
-        fingerprint = saved_model_fingerprint(source)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        fingerprint = servable_fingerprint(source)
         procs.append(subprocess.Popen(
-            [sys.executable, str(CHILD), source, str(root), name, fingerprint],
+            [sys.executable, str(CHILD), source, str(root), name, fingerprint,
+             *([str(pause_marker)] if pause_marker is not None else [])],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         return procs[-1]
 
@@ -260,7 +262,7 @@ def test_push_killed_before_rename_leaves_no_version(
     result = publish(models[1], str(root), "adder")
     assert (result.pushed, result.version) == (True, 2)
     assert tmp_entries(root / "adder") == []
-    assert saved_model_fingerprint(result.destination) == saved_model_fingerprint(models[1])
+    assert servable_fingerprint(result.destination) == servable_fingerprint(models[1])
 
 
 @pytest.mark.slow
@@ -302,7 +304,7 @@ def test_concurrent_pushers_get_distinct_complete_versions(
 
 def test_models_config_lists_every_model_with_policies_and_labels(
         models: list[str], root: Path) -> None:
-    assert read_models_config(str(root)) is None
+    assert model_config.read(str(root)) is None
     root.mkdir()
     # A hand-written entry for a model published elsewhere is kept exactly as it is.
     (root / "models.config").write_text(
@@ -314,8 +316,8 @@ def test_models_config_lists_every_model_with_policies_and_labels(
 
     publish(models[0], str(root), "sum_two")
     publish(models[1], str(root), "pinned",
-            config=ModelPolicy("specific", versions=(1,), labels={"stable": 1}))
-    publish(models[2], str(root), "every", config=ModelPolicy("all", labels={"canary": 1}))
+            config=cfg("specific", versions=(1,), labels={"stable": 1}))
+    publish(models[2], str(root), "every", config=cfg("all", labels={"canary": 1}))
 
     entries = entries_by_name(root)
     assert list(entries) == ["every", "external", "manual", "pinned", "sum_two"]
@@ -328,7 +330,7 @@ def test_models_config_lists_every_model_with_policies_and_labels(
     assert list(entries["pinned"].model_version_policy.specific.versions) == [1]
     assert dict(entries["pinned"].version_labels) == {"stable": 1}
     assert dict(entries["every"].version_labels) == {"canary": 1}
-    assert list(read_models_config(str(root)).model_config_list.config) == list(entries.values())
+    assert list(model_config.read(str(root)).model_config_list.config) == list(entries.values())
     assert protected_versions(str(root), "pinned") == {1}
     assert protected_versions(str(root), "sum_two") == set()
 
@@ -357,10 +359,8 @@ def test_models_config_with_container_base_path(models: list[str], root: Path) -
     assert {n: e.base_path for n, e in entries.items()} == {
         "manual": "/models/manual", "sum_two": "/models/sum_two"}
 
-    path = write_models_config(str(root), "sum_two",
-                               ModelPolicy("specific", versions=(1, 2), labels={"stable": 1}),
-                               base_path="/models")
-    assert path == os.path.join(root, "models.config")
+    publish(models[0], str(root), "sum_two", config_base_path="/models",
+            config=cfg("specific", versions=(1, 2), labels={"stable": 1}))
     entry = entries_by_name(root)["sum_two"]
     assert entry.base_path == "/models/sum_two"
     assert list(entry.model_version_policy.specific.versions) == [1, 2]
@@ -395,7 +395,7 @@ def test_serving_state_tracks_versions_and_config(models: list[str], root: Path)
     assert pushed != state
     publish(models[0], str(root), "other")  # another model's push is not this one's
     assert serving_state(str(root), "adder") == pushed
-    write_models_config(str(root), "adder", ModelPolicy(labels={"stable": 2}))
+    publish(models[1], str(root), "adder", config=cfg(labels={"stable": 2}))
     assert serving_state(str(root), "adder") != pushed
 
 
@@ -411,20 +411,18 @@ def test_retention_keeps_the_newest_versions(models: list[str], root: Path) -> N
 
 
 def test_retention_never_removes_pinned_versions(models: list[str], root: Path) -> None:
-    publish(models[0], str(root), "labelled")
-    write_models_config(str(root), "labelled", ModelPolicy("all", labels={"stable": 1}))
+    publish(models[0], str(root), "labelled", config=cfg("all", labels={"stable": 1}))
     removed = [publish(m, str(root), "labelled", keep=1).removed_versions for m in models[1:]]
     assert removed == [(), (2,), (3,)]
     assert list_versions(str(root / "labelled")) == [1, 4]
 
     publish(models[0], str(root), "specific")
-    publish(models[1], str(root), "specific")
-    write_models_config(str(root), "specific", ModelPolicy("specific", versions=(1,)))
+    publish(models[1], str(root), "specific", config=cfg("specific", versions=(1,)))
     assert publish(models[2], str(root), "specific", keep=1).removed_versions == (2,)
     assert list_versions(str(root / "specific")) == [1, 3]
     # Versions pinned by the `config` being published are protected as well.
     result = publish(models[3], str(root), "specific", keep=1,
-                     config=ModelPolicy("latest", labels={"canary": 3}))
+                     config=cfg("latest", labels={"canary": 3}))
     assert (result.version, result.removed_versions) == (4, ())
     assert list_versions(str(root / "specific")) == [1, 3, 4]
     assert tmp_entries(root / "specific") == []
@@ -441,6 +439,6 @@ def test_remote_root_uses_gfile(models: list[str], tmp_path: Path) -> None:
     result = publish(models[1], root, "adder", keep=1, config_base_path="gs://bucket/serving")
     assert (result.version, result.removed_versions) == (2, (1,))
     assert list_versions(f"{root}/adder") == [2]
-    assert saved_model_fingerprint(result.destination) == saved_model_fingerprint(models[1])
-    config = read_models_config(root)
+    assert servable_fingerprint(result.destination) == servable_fingerprint(models[1])
+    config = model_config.read(root)
     assert [e.base_path for e in config.model_config_list.config] == ["gs://bucket/serving/adder"]

@@ -9,11 +9,11 @@ import sys
 import threading
 
 import anyio
-import numpy as np
 import pytest
 
-from serving import models, server
+from serving import dispatch, http, main
 from serving.__main__ import main as serving_main
+from serving.servable import Servable
 from tests import serving_fixtures as sf
 from tfserving import json_tensor
 from tfserving.status import not_found
@@ -25,87 +25,49 @@ def store():
                           "bytes_echo", "counter")
 
 
-def load(store, kind: str, **kwargs) -> models.Servable:
-    return models.Servable(kind, 1, store[kind], **kwargs)
+def load(store, kind: str, *, inline: bool = False) -> Servable:
+    servable = Servable(kind, 1, store[kind])
+    servable.inline = inline  # as a cheap warmup would have decided
+    return servable
 
 
 # ------------------------------------------------------------------ the decision at load time
 
-
-def test_cheap_model_runs_inline(store):
-    for kind in ("sum_two", "bytes_echo"):  # bytes_echo: string and integer inputs
-        servable = load(store, kind)
-        assert servable.inline, servable.dispatch
-        assert servable.dispatch.startswith("event loop (serving_default ")
-        assert "per warm-up call <= 1 ms" in servable.dispatch
+FLOAT_IN = json_tensor.SignatureSpec("serving_default", json_tensor.PREDICT_METHOD, {
+    "x": json_tensor.TensorSpec("x", "DT_FLOAT", (-1, 3))}, {})
+INT_IN = json_tensor.SignatureSpec("serving_default", json_tensor.PREDICT_METHOD, {
+    "N": json_tensor.TensorSpec("N", "DT_INT32", ())}, {})
 
 
-@pytest.mark.parametrize("kind,reason", [
-    # a loop: a warm-up with n = 0 says nothing about n = 600,000
-    ("busy", "has a loop: its cost depends on input values"),
+def test_cheap_measured_version_runs_inline():
+    inline, why = dispatch.choose({"serving_default": FLOAT_IN}, {"AddV2", "Placeholder"},
+                                  {"serving_default": 2e-4})
+    assert inline, why
+    assert why == "event loop (serving_default 0.20 ms per warmup call <= 1 ms)"
+
+
+@pytest.mark.parametrize("signatures,ops,seconds,reason", [
+    # nothing measured: no user graph is run on made-up inputs
+    ({"serving_default": FLOAT_IN}, {"AddV2"}, {}, "no warmup requests to measure"),
+    ({"serving_default": FLOAT_IN}, {"AddV2"}, {"serving_default": 5e-3}, "> 1 ms"),
+    # a loop: a cheap warmup says nothing about n = 600,000
+    ({"serving_default": FLOAT_IN}, {"While"}, {"serving_default": 1e-4}, "has a loop (While)"),
+    ({"serving_default": FLOAT_IN}, {"AssignAddVariableOp"}, {"serving_default": 1e-4},
+     "writes state (AssignAddVariableOp)"),
     # tf.random.uniform(shape=(N,)): the size of the work is an input value
-    ("fun_runif", "its output size depends on the value of input 'N'"),
-    # a zero input is not a JPEG: the warm-up call fails
-    ("mobilenet_v2_test", "cannot be judged from a warm-up call"),
-    # one signature (classify_x_to_y) fails on an empty tf.Example: the whole version
-    ("half_plus_two", "signature 'classify_x_to_y' cannot be judged"),
-    # a warm-up must not change the model's state
-    ("counter", "writes state (AssignAddVariableOp): not warmed up"),
+    ({"serving_default": INT_IN}, {"RandomUniform"}, {"serving_default": 1e-4},
+     "takes integer input 'N', which may be a size"),
 ])
-def test_models_that_cannot_be_judged_run_on_the_pool(store, kind, reason):
-    servable = load(store, kind)
-    assert not servable.inline
-    assert servable.dispatch.startswith("thread pool (") and reason in servable.dispatch
+def test_unmeasured_or_unbounded_versions_run_on_the_pool(signatures, ops, seconds, reason):
+    inline, why = dispatch.choose(signatures, ops, seconds)
+    assert not inline
+    assert why.startswith("thread pool (") and reason in why, why
 
 
-def test_slow_calls_run_on_the_pool(store, monkeypatch):
-    monkeypatch.setattr(models, "INLINE_MAX_CALL_SECONDS", 0.0)
+def test_loaded_versions_report_their_dispatch(store):
     servable = load(store, "sum_two")
     assert not servable.inline
-    assert "per warm-up call > 0 ms" in servable.dispatch
-
-
-def test_warm_up_can_be_skipped(store):
-    servable = load(store, "sum_two", warm_up=False)
-    assert not servable.inline and "not warmed up" in servable.dispatch
-
-
-def test_a_failing_decision_does_not_fail_the_load(store, monkeypatch):
-    def broken(function):
-        raise RuntimeError("cannot read the graph")
-
-    monkeypatch.setattr(models, "function_op_types", broken)
-    servable = load(store, "sum_two")
-    assert not servable.inline
-    assert servable.dispatch == "thread pool (no decision: cannot read the graph)"
-    assert servable.run("serving_default", {"x": np.ones((1, 3), np.float32)})[
-        "output_0"].tolist() == [[3.0, 3.0, 3.0]]
-
-
-def test_warm_up_does_not_write_state(store):
-    servable = load(store, "counter")
-    outputs = servable.run("serving_default", {"x": np.zeros(1, np.float32)})
-    assert outputs["output_0"].tolist() == [1.0]  # the first call the variable has seen
-
-
-def test_warmup_inputs():
-    spec = json_tensor.SignatureSpec("s", "tensorflow/serving/predict", {
-        "x": json_tensor.TensorSpec("x", "DT_FLOAT", (-1, 3)),
-        "n": json_tensor.TensorSpec("n", "DT_INT64", ()),
-        "s": json_tensor.TensorSpec("s", "DT_STRING", None),
-        "b": json_tensor.TensorSpec("b", "DT_BOOL", (2,)),
-    }, {})
-    arrays = models.warmup_inputs(spec)
-    assert arrays["x"].shape == (1, 3) and arrays["x"].dtype == np.float32
-    assert not arrays["x"].any()
-    assert arrays["n"].shape == () and arrays["n"].dtype == np.int64
-    assert arrays["s"].shape == () and arrays["s"].item() == b""
-    assert arrays["b"].tolist() == [False, False]
-    for bad in (json_tensor.TensorSpec("sp", "DT_FLOAT", (-1,), dense=False),
-                json_tensor.TensorSpec("r", "DT_RESOURCE", ()),
-                json_tensor.TensorSpec("big", "DT_FLOAT", (10_000, 10_000))):
-        with pytest.raises(ValueError):
-            models.warmup_inputs(json_tensor.SignatureSpec("s", "", {bad.name: bad}, {}))
+    assert servable.dispatch.startswith("thread pool (")
 
 
 # ------------------------------------------------------------------ dispatch per request
@@ -133,8 +95,8 @@ def _predict_threads(servable, body: bytes, model: str = "sum_two") -> tuple[byt
         return run(key, tensors)
 
     servable.run = recording_run
-    api = server.RestApi(_OneModel(servable), max_body_bytes=1 << 24, workers=2)
-    parsed = server.parse_path("POST", f"/v1/models/{model}:predict")
+    api = http.RestApi(_OneModel(servable), max_body_bytes=1 << 24, workers=2)
+    parsed = http.parse_path("POST", f"/v1/models/{model}:predict")
 
     async def call():
         api.limiter = anyio.CapacityLimiter(2)
@@ -148,22 +110,22 @@ def _predict_threads(servable, body: bytes, model: str = "sum_two") -> tuple[byt
 
 
 def test_inline_version_is_called_on_the_event_loop(store):
-    servable = load(store, "sum_two")
+    servable = load(store, "sum_two", inline=True)
     body, threads = _predict_threads(servable, b'{"instances": [[1, 2, 3]]}')
     assert json.loads(body) == {"predictions": [[3.0, 4.0, 5.0]]}
     assert threads == [threading.get_ident()]  # anyio.run runs the loop in this thread
 
 
 def test_large_bodies_and_pool_versions_go_to_the_pool(store):
-    servable = load(store, "sum_two")
-    rows = server.INLINE_MAX_BODY_BYTES // 10
+    servable = load(store, "sum_two", inline=True)
+    rows = http.INLINE_MAX_BODY_BYTES // 10
     big = json.dumps({"instances": [[1.0, 2.0, 3.0]] * rows}).encode()
-    assert len(big) > server.INLINE_MAX_BODY_BYTES
+    assert len(big) > http.INLINE_MAX_BODY_BYTES
     body, threads = _predict_threads(servable, big)
     assert json.loads(body)["predictions"] == [[3.0, 4.0, 5.0]] * rows
     assert threads and threads[0] != threading.get_ident()
 
-    pooled = load(store, "sum_two", warm_up=False)
+    pooled = load(store, "sum_two")
     body, threads = _predict_threads(pooled, b'{"instances": [[1, 2, 3]]}')
     assert json.loads(body) == {"predictions": [[3.0, 4.0, 5.0]]}
     assert threads and threads[0] != threading.get_ident()
@@ -187,13 +149,13 @@ def test_errors_keep_their_order(store):
 
 def test_default_intra_op_threads(monkeypatch):
     for cpus, expected in ((1, 1), (2, 1), (4, 0), (64, 0)):
-        monkeypatch.setattr(server, "available_cpus", lambda cpus=cpus: cpus)
-        assert server.default_intra_op_threads() == expected
+        monkeypatch.setattr(main, "available_cpus", lambda cpus=cpus: cpus)
+        assert main.default_intra_op_threads() == expected
 
 
 @pytest.mark.slow
 def test_intra_op_threads_are_set_before_tensorflow_runs():
-    code = ("from serving.server import set_intra_op_threads as s\n"
+    code = ("from serving.main import set_intra_op_threads as s\n"
             "import tensorflow as tf\n"
             "print(s(1))\n"
             "tf.constant(1.0) + 1.0\n"
@@ -212,22 +174,22 @@ def test_serve_asks_uvicorn_for_httptools_and_uvloop(tmp_path, monkeypatch):
 
     calls = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.update(kwargs))
-    monkeypatch.setattr(server, "set_intra_op_threads",
+    monkeypatch.setattr(main, "set_intra_op_threads",
                         lambda n: calls.setdefault("intra_op_threads", []).append(n) or n)
-    monkeypatch.setattr(server, "available_cpus", lambda: 2)
-    server.serve(str(tmp_path), port=0)
+    monkeypatch.setattr(main, "available_cpus", lambda: 2)
+    main.serve(str(tmp_path), port=0)
     assert calls["loop"] == "uvloop" and calls["http"] == "httptools"
-    server.serve(str(tmp_path), port=0, intra_op_threads=4)
+    main.serve(str(tmp_path), port=0, intra_op_threads=4)
     assert calls["intra_op_threads"] == [1, 4]
 
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    server.serve(str(tmp_path), port=0)
+    main.serve(str(tmp_path), port=0)
     assert calls["loop"] == "auto" and calls["http"] == "auto"
 
 
 def test_command_line_intra_op_threads(tmp_path, monkeypatch, capsys):
     seen = {}
-    monkeypatch.setattr(server, "serve", lambda *args, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(main, "serve", lambda *args, **kwargs: seen.update(kwargs))
     assert serving_main(["--serving-dir", str(tmp_path), "--intra-op-threads", "2"]) == 0
     assert seen["intra_op_threads"] == 2
     assert serving_main(["--serving-dir", str(tmp_path)]) == 0

@@ -80,9 +80,10 @@ def test_every_supported_format_and_the_unsupported_one(server):
         "outputs": [[3.0, 4.0, 5.0]]}
     assert client.predict("sum_two", instances=[{"x": [0, 0, 0]}]) == {
         "predictions": [[2.0, 2.0, 2.0]]}
-    with pytest.raises(ServingClientError) as info:  # N is a scalar: no batch dimension
+    # N is a scalar: row format feeds it as [1], and (as in TF Serving) the graph rejects it.
+    with pytest.raises(ServingClientError) as info:
         client.predict("fun_runif", instances=[5])
-    assert info.value.status_code == 400 and "columnar" in str(info.value)
+    assert info.value.status_code == 400 and "shape" in str(info.value)
     with open(os.path.join(PROJECT, "data", "images", "sample.jpg"), "rb") as f:
         jpeg = f.read()
     # bytes are base64-encoded by the client, in both formats (one image per call).

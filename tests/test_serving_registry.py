@@ -8,9 +8,17 @@ import time
 
 import pytest
 
-from serving import models
-from serving.server import parse_path
-from tfserving.status import ServingError
+from serving import source
+from serving.http import parse_path
+from serving.registry import ModelRegistry
+from tfserving import model_config
+from tfserving.layout import valid_model_name
+from tfserving.model_config import ConfigError, VersionPolicy
+from tfserving.status import ServingError, tf_error_message
+
+
+def parse_models_config(text: str) -> list[model_config.ModelConfig]:
+    return model_config.model_configs(model_config.parse(text))
 
 
 class FakeServable:
@@ -18,7 +26,7 @@ class FakeServable:
         with open(os.path.join(path, "saved_model.pb"), "rb") as f:
             content = f.read()
         if content.startswith(b"broken"):
-            raise models.LoadError("DATA_LOSS", "garbage")
+            raise ServingError("DATA_LOSS", "garbage")
         if content.startswith(b"slow"):
             time.sleep(0.5)
         self.name, self.version = name, version
@@ -36,8 +44,8 @@ def make_version(root, model: str, version, content: bytes = b"ok") -> str:
 def registry(tmp_path):
     created = []
 
-    def make(**kwargs) -> models.ModelRegistry:
-        reg = models.ModelRegistry(str(tmp_path), loader=FakeServable, **kwargs)
+    def make(**kwargs) -> ModelRegistry:
+        reg = ModelRegistry(str(tmp_path), loader=FakeServable, **kwargs)
         created.append(reg)
         return reg
 
@@ -53,7 +61,7 @@ def test_versions_are_whole_int64_directory_names(tmp_path):
     for name in ("9223372036854775808", "-1", "1a", ".tmp-3", "+5", "3.0"):
         make_version(tmp_path, "m", name)
     (tmp_path / "m" / "42").write_text("a file, not a directory")
-    assert sorted(models.list_versions(str(tmp_path), "m")) == [1, 4, 7, 20, 2**63 - 1]
+    assert sorted(source.list_versions(str(tmp_path), "m")) == [1, 4, 7, 20, 2**63 - 1]
 
 
 def test_model_names_and_symlinks_stay_inside_the_root(tmp_path):
@@ -64,21 +72,21 @@ def test_model_names_and_symlinks_stay_inside_the_root(tmp_path):
     make_version(root, ".hidden", 1)
     os.symlink(outside / "secret", root / "escape")
     os.symlink(outside / "secret" / "1", root / "good" / "2")
-    assert [c.name for c in models.discover_models(str(root))] == ["good"]
-    assert list(models.list_versions(str(root), "good")) == [1]
-    assert models.list_versions(str(root), "escape") == {}
-    assert models.list_versions(str(root), "..") == {}
+    assert [c.name for c in source.discover_models(str(root))] == ["good"]
+    assert list(source.list_versions(str(root), "good")) == [1]
+    assert source.list_versions(str(root), "escape") == {}
+    assert source.list_versions(str(root), "..") == {}
     for bad in ("..", ".", "", "/etc", "a/b", "-x", "x" * 129):
-        assert not models.valid_model_name(bad)
+        assert not valid_model_name(bad)
 
 
 def test_version_policies():
     available = [1, 2, 5, 9]
-    assert models.VersionPolicy().select(available) == {9}
-    assert models.VersionPolicy("latest", num_versions=2).select(available) == {5, 9}
-    assert models.VersionPolicy("all").select(available) == {1, 2, 5, 9}
-    assert models.VersionPolicy("specific", versions=(2, 3)).select(available) == {2}
-    assert models.VersionPolicy().select([]) == set()
+    assert VersionPolicy().select(available) == {9}
+    assert VersionPolicy("latest", num_versions=2).select(available) == {5, 9}
+    assert VersionPolicy("all").select(available) == {1, 2, 5, 9}
+    assert VersionPolicy("specific", versions=(2, 3)).select(available) == {2}
+    assert VersionPolicy().select([]) == set()
 
 
 CONFIG = """
@@ -97,9 +105,9 @@ model_config_list {
 
 
 def test_parse_models_config():
-    configs = {c.name: c for c in models.parse_models_config(CONFIG)}
-    assert configs["a"].policy == models.VersionPolicy()
-    assert configs["b"].policy == models.VersionPolicy("specific", versions=(1, 3))
+    configs = {c.name: c for c in parse_models_config(CONFIG)}
+    assert configs["a"].policy == VersionPolicy()
+    assert configs["b"].policy == VersionPolicy("specific", versions=(1, 3))
     assert configs["b"].labels == {"stable": 1, "canary": 3}
     assert configs["c"].policy.kind == "all"
     assert configs["d"].policy.num_versions == 2
@@ -113,8 +121,8 @@ def test_parse_models_config():
     ("this is not a proto", "not a valid ModelServerConfig"),
 ])
 def test_invalid_models_config(text, fragment):
-    with pytest.raises(models.ConfigError, match=fragment):
-        models.parse_models_config(text)
+    with pytest.raises(ConfigError, match=fragment):
+        parse_models_config(text)
 
 
 def test_registry_serves_latest_and_reports_status(tmp_path, registry):
@@ -227,13 +235,13 @@ def test_config_reload_and_invalid_edit(tmp_path, registry):
 
 def test_invalid_config_at_startup_fails(tmp_path, registry):
     (tmp_path / "models.config").write_text("model_config_list { config { name: '..' } }")
-    with pytest.raises(models.ConfigError):
+    with pytest.raises(ConfigError):
         registry().start()
 
 
 def test_missing_root_fails(tmp_path):
     with pytest.raises(FileNotFoundError):
-        models.ModelRegistry(str(tmp_path / "nope"), loader=FakeServable).start()
+        ModelRegistry(str(tmp_path / "nope"), loader=FakeServable).start()
 
 
 def test_removed_model_disappears(tmp_path, registry):
@@ -311,10 +319,10 @@ def test_tf_error_messages_lose_the_python_stack_trace():
         "(most recent call last):\n  File \"/srv/app.py\", line 1, in <module>\n    main()\n\n"
         "Name: <unknown>, Feature: x (data type: float) is required but could not be found.\n"
         "\t [[{{node ParseExample/ParseExampleV2}}]] [Op:__inference_pruned_123]")
-    cleaned = models._op_error_message(message)
+    cleaned = tf_error_message(message)
     assert cleaned.startswith("Name: <unknown>, Feature: x (data type: float) is required")
     assert "/srv/app.py" not in cleaned
     unavailable = ("Graph execution error:\n\nDetected at node Reshape defined at (most recent "
                    "call last):\n<stack traces unavailable>\nInput to reshape is a tensor")
-    assert models._op_error_message(unavailable) == "Input to reshape is a tensor"
-    assert models._op_error_message("plain message ") == "plain message"
+    assert tf_error_message(unavailable) == "Input to reshape is a tensor"
+    assert tf_error_message("plain message ") == "plain message"

@@ -64,3 +64,23 @@ def not_found(message: str) -> ServingError:
 def echo(text: str) -> str:
     """Client-supplied text, shortened for inclusion in an error message."""
     return text if len(text) <= MAX_ECHO else text[:MAX_ECHO] + "...(truncated)"
+
+
+def tf_error_message(message: str) -> str:
+    """A TF runtime error without eager's preamble and Python stack trace.
+
+    Eager wraps graph errors as "Graph execution error: Detected at node X
+    defined at (most recent call last): <indented traceback>", which would
+    leak server paths; TF Serving reports only the error itself.
+    """
+    if not message.startswith("Graph execution error:"):
+        return message.strip()
+    lines = message.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Detected at node")), None)
+    if start is None:
+        return message.strip()
+    rest = lines[start + 1:]
+    while rest and (not rest[0].strip() or rest[0].startswith(" ")
+                    or rest[0] == "<stack traces unavailable>"):
+        rest = rest[1:]
+    return "\n".join(rest).strip() or message.strip()

@@ -4,9 +4,9 @@
 JSON-able report; ``blessed`` is true iff no check failed. The model is loaded with
 ``tf.saved_model.load(dir, tags=["serve"])`` and only ``.signatures[key]`` is called, so
 nothing from the exporting Python process can leak in. Example requests and responses are
-converted by the local REST server's own code, so an example that passes here is answered
+converted by the REST codec the server uses, so an example that passes here is answered
 the same way by the server (and by TF Serving, whose JSON rules it follows):
-``serving.models.read_meta_graph``/``signature_specs`` read the signature defs,
+``serving.saved_model.read_meta_graph``/``signature_specs`` read the signature defs,
 ``serving.json_tensor.parse_json``/``decode_predict`` turn a request into input arrays (row
 ``instances`` or columnar ``inputs``, ``{"b64": ...}``, dtype and shape rules) and
 ``serving.json_tensor.predict_response`` gives the response body expectations are compared with.
@@ -42,10 +42,9 @@ import numpy as np
 import tensorflow as tf
 
 from components.servable_evaluator.report import render_markdown
-from serving import models
-from tfserving import json_tensor
+from tfserving import json_tensor, saved_model
 from tfserving.json_tensor import encode_b64
-from tfserving.status import ServingError, invalid_argument
+from tfserving.status import ServingError, invalid_argument, tf_error_message
 
 __all__ = ["evaluate", "render_markdown", "compare_bodies", "ACCEPTED_METHOD_NAMES"]
 
@@ -80,7 +79,7 @@ class _Signature:
             raise invalid_argument(f"signature '{self.key}' has no SignatureDef in "
                                    "saved_model.pb, so the server cannot serve it")
         fmt, arrays = json_tensor.decode_predict(doc, self.spec)
-        return fmt, models.input_tensors(self.spec, arrays)
+        return fmt, saved_model.input_tensors(self.spec, arrays)
 
 
 @dataclasses.dataclass
@@ -125,8 +124,8 @@ def evaluate(saved_model_dir: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         "latency_ms": {},
     }
     try:
-        meta_graph = models.read_meta_graph(saved_model_dir)
-        specs = models.signature_specs(meta_graph)
+        meta_graph = saved_model.read_meta_graph(saved_model_dir)
+        specs = saved_model.signature_specs(meta_graph)
         loaded = tf.saved_model.load(saved_model_dir, tags=["serve"])
     except Exception as e:  # any load failure is a verdict, not a crash
         rec.add("load", None, None, False,
@@ -211,7 +210,7 @@ def _check_structure(sig: _Signature, signature_def: Any, rec: _Recorder) -> dic
                 if tensor.dtype == "DT_INVALID":
                     problems.append(f"{what} has no dtype")
                 else:
-                    described["dtype"] = models.tf_dtype(tensor.dtype).name
+                    described["dtype"] = saved_model.tf_dtype(tensor.dtype).name
                 if not info.HasField("tensor_shape"):
                     problems.append(f"{what} has no shape")
                 elif tensor.shape is None:
@@ -236,7 +235,7 @@ def _check_structure(sig: _Signature, signature_def: Any, rec: _Recorder) -> dic
 
 def _response(outputs: Mapping[str, tf.Tensor], fmt: str) -> dict[str, Any]:
     """The response body the server writes for these outputs, as a client parses it."""
-    return json_tensor.predict_response(models.output_arrays(outputs), fmt)
+    return json_tensor.predict_response(saved_model.output_arrays(outputs), fmt)
 
 
 def compare_bodies(actual: Any, expected: Any, tolerance: float, path: str = "",
@@ -661,14 +660,9 @@ def _error_text(error: BaseException) -> str:
     """The informative lines of a (TF) exception, without graph-node noise."""
     if isinstance(error, ServingError):  # as the server would answer
         return _shorten(f"{error.code}: {error.message}", _MAX_DETAIL_CHARS)
-    kept = []
-    for line in str(error).splitlines():
-        line = line.strip()
-        if (not line or line == "Graph execution error:" or line.startswith("Detected at node")
-                or line == "<stack traces unavailable>" or line.startswith("[[")):
-            continue
-        kept.append(line)
-    text = " ".join(kept) or repr(error)
+    lines = tf_error_message(str(error)).splitlines()
+    text = " ".join(line.strip() for line in lines
+                    if line.strip() and not line.lstrip().startswith("[[")) or repr(error)
     return _shorten(f"{type(error).__name__}: {text}", _MAX_DETAIL_CHARS)
 
 

@@ -10,7 +10,8 @@ from tfx import types
 from tfx.components.pusher import executor as tfx_pusher_executor
 from tfx.types import artifact_utils
 
-from components.versioned_pusher.publish import ModelPolicy, publish
+from components.versioned_pusher.publish import publish
+from tfserving.model_config import ModelConfig, VersionPolicy
 
 
 class Executor(tfx_pusher_executor.Executor):
@@ -40,8 +41,8 @@ class Executor(tfx_pusher_executor.Executor):
             self.GetModelPath(input_dict), exec_properties["serving_root"], name,
             fingerprint=model.get_string_custom_property("fingerprint") or None,
             keep=serving.get("keep"),
-            config=ModelPolicy(version_policy=serving["version_policy"],
-                               versions=tuple(serving["versions"]),
+            config=ModelConfig(name, policy=VersionPolicy(serving["version_policy"],
+                                                          versions=tuple(serving["versions"])),
                                labels=serving["labels"]),
             config_base_path=exec_properties.get("config_base_path") or None)
         if result.pushed:

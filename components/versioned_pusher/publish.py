@@ -34,59 +34,22 @@ import logging
 import os
 import secrets
 import shutil
-import time
-import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
-from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfserving import model_config
 from tfserving.fingerprint import servable_fingerprint
 from tfserving.layout import INT64_MAX, parse_version, valid_model_name
+from tfserving.model_config import ModelConfig
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILENAME = "models.config"
 LOCK_FILENAME = ".lock"
 CONFIG_LOCK_FILENAME = ".models.config.lock"
 TMP_PREFIX = ".tmp-"
-_CONFIG_TMP_PREFIX = ".models.config.tmp-"
 _SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-_POLICIES = ("latest", "all", "specific")
 
-# Test hook only (see _test_pause_before_rename); never set it in production.
-PAUSE_BEFORE_RENAME_ENV = "TFX_SERVABLES_TEST_PAUSE_BEFORE_RENAME"
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelPolicy:
-    """How TF Serving should serve one model: its version policy and version labels."""
-
-    version_policy: str = "latest"  # latest | all | specific
-    versions: tuple[int, ...] = ()  # for "specific"
-    labels: Mapping[str, int] = dataclasses.field(default_factory=dict, hash=False)
-
-    def __post_init__(self) -> None:
-        if self.version_policy not in _POLICIES:
-            raise ValueError(f"version_policy must be one of {_POLICIES}, not "
-                             f"{self.version_policy!r}")
-        versions = tuple(sorted({_check_version(v) for v in self.versions}))
-        if self.version_policy == "specific" and not versions:
-            raise ValueError("version_policy 'specific' needs at least one version")
-        if self.version_policy != "specific" and versions:
-            raise ValueError(f"versions are only allowed with 'specific', not "
-                             f"{self.version_policy!r}")
-        labels = {}
-        for label, version in sorted(dict(self.labels).items()):
-            if not isinstance(label, str) or not label:
-                raise ValueError(f"version label must be a non-empty string, not {label!r}")
-            labels[label] = _check_version(version)
-        object.__setattr__(self, "versions", versions)
-        object.__setattr__(self, "labels", types.MappingProxyType(labels))
-
-    def pinned_versions(self) -> set[int]:
-        """Versions this policy names explicitly ('specific' versions and label targets)."""
-        return set(self.versions) | set(self.labels.values())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,19 +62,7 @@ class PublishResult:
     reason: str  # "pushed" | "unchanged" | "not_blessed: <why>"
     removed_versions: tuple[int, ...] = ()  # deleted by retention
 
-    @classmethod
-    def not_blessed(cls, why: str) -> "PublishResult":
-        """The result to report when the model was not blessed and nothing was published."""
-        return cls(pushed=False, version=None, destination="", reason=f"not_blessed: {why}")
-
-
 # ---------------------------------------------------------------------------- versions
-
-
-def _check_version(version: object) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= INT64_MAX:
-        raise ValueError(f"a version must be an int in [0, 2**63-1], not {version!r}")
-    return version
 
 
 def _is_remote(path: str) -> bool:
@@ -154,14 +105,9 @@ def list_versions(model_root: str) -> list[int]:
     return sorted(_version_dirs(model_root))
 
 
-def saved_model_fingerprint(model_dir: str) -> str:
-    """The SavedModel's content fingerprint (see ``components.fingerprint``)."""
-    return servable_fingerprint(model_dir)
-
-
 def _fingerprint_or_none(model_dir: str) -> str | None:
     try:
-        return saved_model_fingerprint(model_dir)
+        return servable_fingerprint(model_dir)
     except Exception as e:  # unreadable counts as "different"
         log.warning("Cannot read the fingerprint of %s (%s); treating it as different.",
                     model_dir, e)
@@ -259,19 +205,6 @@ def _remove_leftovers(directory: str, prefix: str) -> None:
             _remove_path(os.path.join(directory, name))
 
 
-def _test_pause_before_rename() -> None:
-    """Test hook: with $TFX_SERVABLES_TEST_PAUSE_BEFORE_RENAME=<path>, create <path> once the
-    temp dir is complete, then wait (max 10 min) until the test deletes it or kills us."""
-    marker = os.environ.get(PAUSE_BEFORE_RENAME_ENV)
-    if not marker:
-        return
-    with open(marker, "w"):
-        pass
-    deadline = time.monotonic() + 600
-    while os.path.exists(marker) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
 def _tmp_name(kind: str, version: int) -> str:
     return f"{TMP_PREFIX}{kind}{version}-{os.getpid()}-{secrets.token_hex(4)}"
 
@@ -279,50 +212,11 @@ def _tmp_name(kind: str, version: int) -> str:
 # ---------------------------------------------------------------------------- models.config
 
 
-def _config_path(serving_root: str) -> str:
-    return os.path.join(serving_root, CONFIG_FILENAME)
-
-
-def _read_config_bytes(serving_root: str) -> bytes | None:
-    path = _config_path(serving_root)
-    if _is_remote(path):
-        gfile = _gfile()
-        if not gfile.exists(path):
-            return None
-        with gfile.GFile(path, "rb") as f:
-            return f.read()
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-
-
-def read_models_config(serving_root: str) -> model_server_config_pb2.ModelServerConfig | None:
-    """The parsed `<serving_root>/models.config`, or None if there is none.
-
-    Raises text_format.ParseError for a malformed file (it is never silently replaced).
-    """
-    data = _read_config_bytes(serving_root)
-    if data is None:
-        return None
-    return text_format.Parse(data.decode("utf-8"), model_server_config_pb2.ModelServerConfig())
-
-
 def protected_versions(serving_root: str, model_name: str) -> set[int]:
     """Versions of `model_name` that models.config pins ('specific' policy) or labels."""
-    config = read_models_config(serving_root)
-    if config is None:
-        return set()
-    pinned: set[int] = set()
-    for entry in config.model_config_list.config:
-        if entry.name != model_name:
-            continue
-        policy = entry.model_version_policy
-        if policy.WhichOneof("policy_choice") == "specific":
-            pinned.update(policy.specific.versions)
-        pinned.update(entry.version_labels.values())
-    return pinned
+    config = model_config.read(serving_root)
+    entries = model_config.model_configs(config) if config is not None else []
+    return set().union(*(e.pinned_versions() for e in entries if e.name == model_name))
 
 
 def _entry_base_path(serving_root: str, model_name: str, config_base_path: str | None) -> str:
@@ -332,52 +226,33 @@ def _entry_base_path(serving_root: str, model_name: str, config_base_path: str |
     return model_root if _is_remote(model_root) else os.path.abspath(model_root)
 
 
-def _set_entry(entry: model_server_config_pb2.ModelConfig, name: str, base_path: str,
-               policy: ModelPolicy) -> None:
-    entry.name = name
-    entry.base_path = base_path
-    entry.ClearField("model_type")  # deprecated; TF Serving rejects it next to model_platform
-    entry.model_platform = "tensorflow"
-    entry.ClearField("model_version_policy")
-    version_policy = entry.model_version_policy
-    if policy.version_policy == "latest":
-        version_policy.latest.SetInParent()
-    elif policy.version_policy == "all":
-        version_policy.all.SetInParent()
-    else:
-        version_policy.specific.versions.extend(policy.versions)
-    entry.ClearField("version_labels")
-    entry.version_labels.update(policy.labels)
-
-
-def _entries(config: model_server_config_pb2.ModelServerConfig,
-             name: str) -> list[model_server_config_pb2.ModelConfig]:
+def _entries(config, name: str) -> list:
     return [e for e in config.model_config_list.config if e.name == name]
 
 
-def _merged_config(old: model_server_config_pb2.ModelServerConfig, serving_root: str,
-                   model_name: str, policy: ModelPolicy | None,
-                   config_base_path: str | None) -> model_server_config_pb2.ModelServerConfig:
+def _merged_config(old, serving_root: str, model_name: str, config: ModelConfig | None,
+                   config_base_path: str | None):
     """`old` with this model's entry replaced and unlisted model dirs added, sorted by name.
 
-    policy=None keeps an existing entry's policy, labels and (unless config_base_path is given)
+    config=None keeps an existing entry's policy, labels and (unless config_base_path is given)
     base_path; a new entry gets the default 'latest' policy.
     """
     if old.WhichOneof("config") == "custom_model_config":
-        raise ValueError(f"{_config_path(serving_root)} uses custom_model_config; cannot merge")
+        raise ValueError(f"{model_config.config_path(serving_root)} uses custom_model_config; "
+                         "cannot merge")
     others = [e for e in old.model_config_list.config if e.name != model_name]
     current = _entries(old, model_name)
 
     entry = model_server_config_pb2.ModelConfig()
     if current:
         entry.CopyFrom(current[-1])  # keeps fields we do not manage (e.g. logging_config)
-    if policy is None and current:
+    base_path = _entry_base_path(serving_root, model_name, config_base_path)
+    if config is None and current:
         if config_base_path is not None:
-            entry.base_path = _entry_base_path(serving_root, model_name, config_base_path)
+            entry.base_path = base_path
     else:
-        _set_entry(entry, model_name,
-                   _entry_base_path(serving_root, model_name, config_base_path),
-                   policy or ModelPolicy())
+        dataclasses.replace(config or ModelConfig(model_name), name=model_name,
+                            base_path=base_path).fill(entry)
 
     entries = [*others, entry]
     known = {e.name for e in entries}
@@ -385,8 +260,7 @@ def _merged_config(old: model_server_config_pb2.ModelServerConfig, serving_root:
         if (is_dir and name not in known and not name.startswith(".")
                 and list_versions(os.path.join(serving_root, name))):
             added = model_server_config_pb2.ModelConfig()
-            _set_entry(added, name, _entry_base_path(serving_root, name, config_base_path),
-                       ModelPolicy())
+            ModelConfig(name, _entry_base_path(serving_root, name, config_base_path)).fill(added)
             entries.append(added)
 
     merged = model_server_config_pb2.ModelServerConfig()
@@ -394,83 +268,27 @@ def _merged_config(old: model_server_config_pb2.ModelServerConfig, serving_root:
     return merged
 
 
-def _write_config_unlocked(serving_root: str, model_name: str, policy: ModelPolicy | None,
-                           config_base_path: str | None, *, only_if_entry_changes: bool) -> str:
-    """Read-modify-write models.config; the caller holds the root lock (if any).
+def _write_config(serving_root: str, model_name: str, config: ModelConfig | None,
+                  config_base_path: str | None, *, only_if_entry_changes: bool = False) -> str:
+    """Read-modify-write of models.config, under the root's lock on local roots.
 
     Nothing is written when the merged config equals the existing one, nor, with
     only_if_entry_changes, when this model's entry is already exactly as wanted.
     """
-    path = _config_path(serving_root)
-    old = read_models_config(serving_root)
-    merged = _merged_config(old or model_server_config_pb2.ModelServerConfig(), serving_root,
-                            model_name, policy, config_base_path)
-    if old is not None:
-        if merged == old:
-            return path  # nothing changed: do not make TF Serving reload
-        if only_if_entry_changes and _entries(old, model_name) == _entries(merged, model_name):
-            return path
-    data = text_format.MessageToString(merged).encode("utf-8")
-    tmp = os.path.join(serving_root, f"{_CONFIG_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
-    if _is_remote(path):
-        # A whole new object, then a server-side copy over models.config: readers never see a
-        # partial file (and some filesystems, e.g. ram://, append when reopening a file).
-        gfile = _gfile()
-        try:
-            with gfile.GFile(tmp, "wb") as f:
-                f.write(data)
-            gfile.rename(tmp, path, overwrite=True)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                gfile.remove(tmp)
-            raise
-        return path
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(serving_root)
-    return path
-
-
-def _write_config(serving_root: str, model_name: str, policy: ModelPolicy | None,
-                  config_base_path: str | None, *, only_if_entry_changes: bool = False) -> str:
-    def write() -> str:
-        return _write_config_unlocked(serving_root, model_name, policy, config_base_path,
-                                      only_if_entry_changes=only_if_entry_changes)
-
-    if _is_remote(serving_root):
-        return write()
-    with _flock(os.path.join(serving_root, CONFIG_LOCK_FILENAME)):
-        _remove_leftovers(serving_root, _CONFIG_TMP_PREFIX)  # safe: their writers held it
-        return write()
-
-
-def write_models_config(serving_root: str, model_name: str, policy: ModelPolicy,
-                        base_path: str | None = None) -> str:
-    """Set `model_name`'s entry in `<serving_root>/models.config`; returns the config path.
-
-    Other models' entries are kept as they are; model dirs with versions but no entry get a
-    default ('latest') entry. `base_path` is the serving root as the server sees it (e.g.
-    "/models" in a container): entries then use f"{base_path}/{name}", else the absolute local
-    path. Atomic (temp file + fsync + os.replace) and locked on local roots.
-    """
-    _check_model_name(model_name)
-    if _is_remote(serving_root):
-        return _write_config(serving_root, model_name, policy, base_path)
-    os.makedirs(serving_root, exist_ok=True)
-    model_root = os.path.join(serving_root, model_name)
-    # Hold the model lock too, so a concurrent push's retention sees the new pins.
-    model_lock = (_flock(os.path.join(model_root, LOCK_FILENAME)) if os.path.isdir(model_root)
-                  else contextlib.nullcontext())
-    with model_lock:
-        return _write_config(serving_root, model_name, policy, base_path)
+    lock = (contextlib.nullcontext() if _is_remote(serving_root)
+            else _flock(os.path.join(serving_root, CONFIG_LOCK_FILENAME)))
+    with lock:
+        if not _is_remote(serving_root):  # safe: their writers held this lock
+            _remove_leftovers(serving_root, model_config.leftover_prefix())
+        old = model_config.read(serving_root)
+        merged = _merged_config(old or model_server_config_pb2.ModelServerConfig(), serving_root,
+                                model_name, config, config_base_path)
+        if old is not None:
+            if merged == old:
+                return model_config.config_path(serving_root)  # unchanged: no TF Serving reload
+            if only_if_entry_changes and _entries(old, model_name) == _entries(merged, model_name):
+                return model_config.config_path(serving_root)
+        return model_config.write(serving_root, merged)
 
 
 def serving_state(serving_root: str, model_name: str) -> str:
@@ -481,7 +299,7 @@ def serving_state(serving_root: str, model_name: str) -> str:
     """
     versions = list_versions(os.path.join(serving_root, model_name))
     try:
-        config = read_models_config(serving_root)
+        config = model_config.read(serving_root)
     except Exception:  # noqa: BLE001 - an unreadable config is a state of its own
         config = None
         entry = b"unreadable"
@@ -501,13 +319,13 @@ def serving_state(serving_root: str, model_name: str) -> str:
 
 
 def _check_model_name(model_name: str) -> None:
-    if not valid_model_name(model_name) or model_name == CONFIG_FILENAME:
+    if not valid_model_name(model_name) or model_name == model_config.CONFIG_FILE:
         raise ValueError(f"invalid model name {model_name!r}")
 
 
 def _source_fingerprint(source_dir: str) -> str | None:
     try:
-        return saved_model_fingerprint(source_dir)
+        return servable_fingerprint(source_dir)
     except FileNotFoundError:
         log.warning("%s has no fingerprint.pb; it will be pushed without an unchanged-check.",
                     source_dir)
@@ -556,7 +374,7 @@ def _apply_retention(model_root: str, keep: int, protected: set[int]) -> tuple[i
 
 def publish(source_dir: str, serving_root: str, model_name: str, *,
             fingerprint: str | None = None, keep: int | None = None,
-            config: ModelPolicy | None = None,
+            config: ModelConfig | None = None,
             config_base_path: str | None = None) -> PublishResult:
     """Publish the SavedModel at `source_dir` as the next version of `model_name`.
 
@@ -621,7 +439,6 @@ def publish(source_dir: str, serving_root: str, model_name: str, *,
             tmp = os.path.join(model_root, _tmp_name("", version))
             try:
                 _copy_tree_local(source_dir, tmp)
-                _test_pause_before_rename()
                 os.rename(tmp, destination)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

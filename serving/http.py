@@ -30,36 +30,19 @@ Stack decision: Starlette on uvicorn, with orjson for JSON.
 - orjson parses and writes JSON several times faster than the stdlib, writes
   numpy arrays directly (float32 as the shortest round-tripping text, like TF
   Serving) and bounds nesting depth, which matters for hostile input.
-- Where predictions run is decided per loaded model version, once, at load
-  time (``serving.models``, :attr:`~serving.models.Servable.inline`):
-
-  * sub-millisecond calls (median of warm-up calls at most
-    ``models.INLINE_MAX_CALL_SECONDS``, 1 ms) run **inline on the event loop**,
-    JSON decoding and encoding included: handing them to a worker thread and
-    back costs more than the call itself (``sum_two``: a 0.2 ms call, 0.1-0.3 ms
-    of hand-off). A request body over ``INLINE_MAX_BODY_BYTES`` still goes to
-    the pool, because decoding and calling scale with the batch it carries;
-  * everything slower - and every version whose cost cannot be judged from a
-    warm-up call (a failing warm-up, a loop, an output size set by an input
-    value, ops that write state) - runs in a bounded **thread pool**
-    (``workers``). TensorFlow releases the GIL while it
-    computes, so those calls run in parallel and never hold up the event loop,
-    which keeps accepting connections and answering status requests.
-
-  So TensorFlow calls do not block the event loop for more than about a
-  millisecond. The decision is not revisited under load (timings taken under
-  contention would flip it); a new version is judged again when it loads,
-  and its log line ("model M: loaded version V; calls run on the ...") says
-  which way and why.
-- TensorFlow's intra-op thread pool is sized by ``intra_op_threads`` (TF
-  Serving's ``--tensorflow_intra_op_parallelism``); see
-  :func:`default_intra_op_threads`.
+- Where predictions run is decided per loaded version, once, at load time
+  (:mod:`serving.dispatch`): cheap calls run inline on the event loop (JSON
+  decoding and encoding included), everything else in a bounded thread pool
+  (``workers``). TensorFlow releases the GIL while it computes, so pool calls
+  run in parallel and never hold up the event loop, which keeps accepting
+  connections and answering status requests. A request body over
+  ``INLINE_MAX_BODY_BYTES`` goes to the pool even for an inline version,
+  because decoding and calling scale with the batch it carries.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import re
@@ -78,19 +61,15 @@ from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
 from serving.metrics import Metrics
-from serving.models import ModelRegistry
-from tfserving import json_tensor
+from serving.registry import ModelRegistry
+from tfserving import defaults, json_tensor
 from tfserving.status import ServingError, echo, invalid_argument
 
 log = logging.getLogger("serving")
 
-DEFAULT_SERVING_DIR = "outputs/serving"
-DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 METRICS_PATH = "/monitoring/prometheus/metrics"
-# Requests to an inline version (see the module doc) with a larger body run on the pool: the
-# warm-up timed a batch of one, while decoding, calling and encoding grow with the batch. A
-# whole sum_two request takes about 0.37 ms with one row and 0.8 ms with a 16 KiB body
-# (about 800 rows) here.
+# Requests to an inline version (see the module doc) with a larger body run on the pool:
+# decoding, calling and encoding grow with the batch a body carries.
 INLINE_MAX_BODY_BYTES = 16 * 1024
 # Over-limit bodies up to this much larger are read and dropped before the 413, so the
 # client (which is still sending) reads the answer instead of a reset connection.
@@ -299,7 +278,7 @@ class RestApi:
 
 
 def create_app(serving_root: str, *, poll_interval: float = 0.5,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               max_body_bytes: int = defaults.MAX_BODY_BYTES,
                workers: int | None = None) -> Starlette:
     """The ASGI app serving ``serving_root``; models load during startup (lifespan).
 
@@ -326,93 +305,3 @@ def create_app(serving_root: str, *, poll_interval: float = 0.5,
     app.state.registry = registry
     app.state.api = api
     return app
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
-
-
-def default_intra_op_threads() -> int:
-    """1 on machines with at most 2 CPUs, else 0 (TensorFlow's default: one per CPU).
-
-    With 2 CPUs the parallelism comes from concurrent requests, and splitting each op
-    over both only adds hand-offs: there one thread made a ``mobilenet_v2_test`` call
-    5.9 ms instead of 10.2-10.8 ms even with no other load, and about doubled the
-    server's throughput on it. Larger machines keep TensorFlow's default, where one
-    large request still gets every core.
-    """
-    return 1 if available_cpus() <= 2 else 0
-
-
-def set_intra_op_threads(threads: int) -> int:
-    """Sizes TensorFlow's intra-op thread pool (0: TensorFlow's default); returns the size set.
-
-    Must run before TensorFlow runs anything in this process; if it already has, the
-    current setting stays and a warning says so.
-    """
-    import tensorflow as tf
-
-    if threads < 0:
-        raise ValueError(f"intra-op threads must be >= 0, not {threads}")
-    if tf.config.threading.get_intra_op_parallelism_threads() == threads:
-        return threads
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-    except RuntimeError as err:  # TensorFlow's runtime is already initialised
-        current = tf.config.threading.get_intra_op_parallelism_threads()
-        log.warning("cannot set TensorFlow's intra-op threads to %d (%s); keeping %d",
-                    threads, err, current)
-        return current
-    return threads
-
-
-def _uvicorn_speedups() -> dict[str, str]:
-    """uvicorn's ``loop``/``http`` options: uvloop and httptools if importable, else auto."""
-    import importlib.util
-
-    return {"loop": "uvloop" if importlib.util.find_spec("uvloop") else "auto",
-            "http": "httptools" if importlib.util.find_spec("httptools") else "auto"}
-
-
-def serve(serving_root: str = DEFAULT_SERVING_DIR, host: str = "127.0.0.1", port: int = 8501, *,
-          poll_interval: float = 0.5, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-          workers: int | None = None, intra_op_threads: int | None = None,
-          access_log: bool = False, log_level: str = "info") -> None:
-    """Runs the server until interrupted (binds loopback unless ``host`` says otherwise).
-
-    ``intra_op_threads``: threads TensorFlow may use inside one op (0: TensorFlow's
-    default, one per CPU; None: :func:`default_intra_op_threads`, 1 on machines with at
-    most 2 CPUs).
-    """
-    import uvicorn
-
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log.setLevel(log_level.upper())
-    if not _is_loopback(host):
-        log.warning("listening on %s: the server has no authentication and is reachable "
-                    "from other machines", host)
-    if intra_op_threads is None:
-        intra_op_threads = default_intra_op_threads()
-    threads = set_intra_op_threads(intra_op_threads)
-    speedups = _uvicorn_speedups()
-    log.info("TensorFlow intra-op threads: %s; uvicorn loop %s, http %s",
-             threads or f"TensorFlow's default ({available_cpus()} CPUs)", speedups["loop"],
-             speedups["http"])
-    app = create_app(serving_root, poll_interval=poll_interval, max_body_bytes=max_body_bytes,
-                     workers=workers)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                lifespan="on", proxy_headers=False, server_header=False, **speedups)
