@@ -11,6 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+pytest_plugins = ["tests.s3_fixtures"]  # s3_server, s3_bucket: moto S3 on loopback
+
 
 @pytest.fixture
 def project(tmp_path):
