@@ -44,6 +44,16 @@ from typing import Any
 
 import yaml
 
+from components.specs import (
+    Checks,
+    EvaluationSpec,
+    Example,
+    Expectation,
+    ExportSpec,
+    ServingSpec,
+    SignatureDecl,
+    TensorDecl,
+)
 from tfserving.layout import valid_model_name
 
 DEFAULT_CATALOG = os.path.join(
@@ -82,66 +92,6 @@ class CatalogError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class TensorArg:
-    """One argument of a declared input signature."""
-
-    name: str
-    dtype: str
-    shape: tuple[int | None, ...] | None  # None: unknown rank
-
-
-@dataclasses.dataclass(frozen=True)
-class SignatureSpec:
-    """A method exported under a signature key."""
-
-    key: str
-    method: str
-    inputs: tuple[TensorArg, ...] | None = None  # None: use the method's own
-
-
-@dataclasses.dataclass(frozen=True)
-class Expectation:
-    """What the response to one example request must satisfy."""
-
-    response: Any = None  # a TF Serving REST response body
-    tolerance: float = 0.0
-    shape: tuple[int, ...] | None = None
-    range: tuple[float, float] | None = None  # [low, high)
-    vocabulary: tuple[str, ...] | None = None
-    dtype: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Example:
-    """A TF Serving REST request body (as sent with curl) and its expectation."""
-
-    path: str  # relative to base_dir
-    request: Mapping[str, Any]
-    expect: Expectation
-
-
-@dataclasses.dataclass(frozen=True)
-class Checks:
-    """Evaluator settings for one servable."""
-
-    random: bool = False
-    formats: tuple[str, ...] = ()
-    latency_budget_ms: float | None = None
-    warm_calls: int = 10
-    batch_sizes: tuple[int, ...] = (1, 3)
-
-
-@dataclasses.dataclass(frozen=True)
-class Serving:
-    """How TF Serving should serve the model's versions."""
-
-    version_policy: str = "latest"
-    versions: tuple[int, ...] = ()
-    labels: Mapping[str, int] = dataclasses.field(default_factory=dict)
-    keep: int | None = None  # None keeps every version
-
-
-@dataclasses.dataclass(frozen=True)
 class Servable:
     """One validated catalog entry. Paths are relative to ``base_dir``."""
 
@@ -149,35 +99,21 @@ class Servable:
     module: str
     object: str
     args: Mapping[str, Any]
-    signatures: tuple[SignatureSpec, ...]
+    signatures: tuple[SignatureDecl, ...]
     assets: Mapping[str, str]
     examples: tuple[Example, ...]
     checks: Checks
-    serving: Serving
+    serving: ServingSpec
 
-    def export_spec(self) -> dict[str, Any]:
-        """The JSON-able part of the entry that ExportServable needs."""
-        return {
-            "name": self.name,
-            "module": self.module,
-            "object": self.object,
-            "args": dict(self.args),
-            "signatures": [_signature_to_json(s) for s in self.signatures],
-            "assets": dict(self.assets),
-        }
+    def export_spec(self) -> ExportSpec:
+        """What ExportServable needs."""
+        return ExportSpec(self.name, self.module, self.object, dict(self.args),
+                          self.signatures, dict(self.assets))
 
-    def evaluation_spec(self) -> dict[str, Any]:
-        """The JSON-able part that ServableEvaluator needs, example bodies inlined."""
-        return {
-            "name": self.name,
-            "signature_keys": [s.key for s in self.signatures],
-            "examples": [_to_json(e) for e in self.examples],
-            "checks": _to_json(self.checks),
-        }
-
-    def serving_spec(self) -> dict[str, Any]:
-        """The JSON-able part that VersionedPusher needs."""
-        return _to_json(self.serving)
+    def evaluation_spec(self) -> EvaluationSpec:
+        """What ServableEvaluator needs, example bodies inlined."""
+        return EvaluationSpec(self.name, tuple(s.key for s in self.signatures), self.examples,
+                              self.checks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,7 +143,7 @@ class Catalog:
     def source_hash(self, servable: Servable) -> str:
         """Hash of everything the export reads: entry, module sources, assets."""
         digest = hashlib.sha256()
-        digest.update(json.dumps(servable.export_spec(), sort_keys=True).encode())
+        digest.update(servable.export_spec().to_json().encode())
         files = sorted(set(module_sources(os.path.join(self.base_dir, servable.module),
                                           self.base_dir)))
         files += sorted(os.path.join(self.base_dir, p) for p in servable.assets.values())
@@ -325,7 +261,7 @@ def _parse_entry(entry: Any, index: int, base_dir: str) -> Servable:
     )
 
 
-def _parse_signatures(name: str, raw: Any) -> tuple[SignatureSpec, ...]:
+def _parse_signatures(name: str, raw: Any) -> tuple[SignatureDecl, ...]:
     if isinstance(raw, str):
         raw = {"serving_default": raw}
     if not isinstance(raw, dict) or not raw:
@@ -348,11 +284,11 @@ def _parse_signatures(name: str, raw: Any) -> tuple[SignatureSpec, ...]:
         inputs = None
         if value.get("inputs") is not None:
             inputs = _parse_inputs(name, f"{field}.inputs", value["inputs"])
-        signatures.append(SignatureSpec(key=key, method=method, inputs=inputs))
+        signatures.append(SignatureDecl(key=key, method=method, inputs=inputs))
     return tuple(signatures)
 
 
-def _parse_inputs(name: str, field: str, raw: Any) -> tuple[TensorArg, ...]:
+def _parse_inputs(name: str, field: str, raw: Any) -> tuple[TensorDecl, ...]:
     if not isinstance(raw, dict):
         raise CatalogError(name, field, f"{raw!r} must map argument names to "
                            "{dtype: ..., shape: [...]}")
@@ -364,7 +300,7 @@ def _parse_inputs(name: str, field: str, raw: Any) -> tuple[TensorArg, ...]:
         if not isinstance(spec, dict):
             raise CatalogError(name, arg_field, f"{spec!r} must be {{dtype: ..., shape: [...]}}")
         _check_keys(name, arg_field, spec, _TENSOR_KEYS)
-        args.append(TensorArg(arg, parse_dtype(name, f"{arg_field}.dtype", spec.get("dtype")),
+        args.append(TensorDecl(arg, parse_dtype(name, f"{arg_field}.dtype", spec.get("dtype")),
                               _parse_shape(name, f"{arg_field}.shape", spec.get("shape", None),
                                            allow_unknown=True)))
     return tuple(args)
@@ -500,7 +436,7 @@ def _parse_checks(name: str, raw: Any) -> Checks:
                   warm_calls=warm_calls, batch_sizes=tuple(batch_sizes))
 
 
-def _parse_serving(name: str, raw: Any) -> Serving:
+def _parse_serving(name: str, raw: Any) -> ServingSpec:
     if not isinstance(raw, dict):
         raise CatalogError(name, "serving", f"{raw!r} must be a mapping")
     _check_keys(name, "serving", raw, _SERVING_KEYS)
@@ -527,7 +463,7 @@ def _parse_serving(name: str, raw: Any) -> Serving:
     if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
         raise CatalogError(name, "serving.keep", f"{keep!r} must be an integer >= 1 "
                            "(or absent to keep every version)")
-    return Serving(version_policy=policy, versions=tuple(versions), labels=dict(labels),
+    return ServingSpec(version_policy=policy, versions=tuple(versions), labels=dict(labels),
                    keep=keep)
 
 
@@ -567,22 +503,3 @@ def _check_keys(name: str | None, field: str, raw: Mapping[str, Any],
 def _suggest(value: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _signature_to_json(signature: SignatureSpec) -> dict[str, Any]:
-    result: dict[str, Any] = {"key": signature.key, "method": signature.method}
-    if signature.inputs is not None:
-        result["inputs"] = [
-            {"name": a.name, "dtype": a.dtype, "shape": None if a.shape is None else list(a.shape)}
-            for a in signature.inputs]
-    return result
-
-
-def _to_json(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {k: _to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_json(v) for v in value]
-    return value

@@ -6,7 +6,7 @@ The same function feeds every orchestrator: the Beam and local DAG runners
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import re
 from collections.abc import Sequence
 
@@ -53,19 +53,20 @@ def create_pipeline(
     components = []
     for servable in catalog.select(servables):
         export = ExportServable(
-            servable=_json(servable.export_spec()),
+            servable=servable.export_spec().to_json(),
             base_dir=base_dir or catalog.base_dir,
             source_hash=catalog.source_hash(servable),
         ).with_id(node_id("ExportServable", servable.name))
         evaluate = ServableEvaluator(
             model=export.outputs["model"],
-            servable=_json(servable.evaluation_spec()),
+            servable=servable.evaluation_spec().to_json(),
         ).with_id(node_id("ServableEvaluator", servable.name))
         push = VersionedPusher(
             model=export.outputs["model"],
             model_blessing=evaluate.outputs["blessing"],
             serving_root=serving_root,
-            serving=_json({**servable.serving_spec(), **({"keep": keep} if keep else {})}),
+            serving=(dataclasses.replace(servable.serving, keep=keep) if keep
+                     else servable.serving).to_json(),
             config_base_path=config_base_path,
             serving_state=serving_state(serving_root, servable.name) if check_serving_state
             else "",
@@ -82,6 +83,3 @@ def create_pipeline(
         beam_pipeline_args=list(beam_pipeline_args),
     )
 
-
-def _json(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))

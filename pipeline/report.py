@@ -7,10 +7,10 @@ import shlex
 import time
 
 from components.versioned_pusher.publish import list_versions
-from tfserving.fingerprint import servable_fingerprint
 from pipeline import metadata_store
 from pipeline.local import RunOutcome
 from pipeline.pipeline import PIPELINE_NAME
+from tfserving.fingerprint import servable_fingerprint
 
 
 def run_summary(outcome: RunOutcome, metadata_path: str, serving_root: str) -> str:

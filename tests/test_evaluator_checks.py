@@ -16,7 +16,9 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from components.servable_evaluator.checks import compare_bodies, evaluate, render_markdown
+from components.servable_evaluator.checks import compare_bodies, evaluate
+from components.servable_evaluator.report import render_markdown
+from components.specs import Checks, EvaluationSpec, Example, Expectation
 from pipeline.catalog import load_catalog
 from servables.adder import Adder
 from servables.randomizer import Randomizer
@@ -31,19 +33,14 @@ SUM_TWO = {"path": "requests/sum_two.json", "request": {"instances": [[1, 2, 3]]
 
 
 def make_spec(examples: list[dict[str, Any]] = (), keys: tuple[str, ...] = ("serving_default",),
-              **checks: Any) -> dict[str, Any]:
-    """An evaluation spec shaped exactly like ``Servable.evaluation_spec()``."""
-    settings = {"random": False, "formats": [], "latency_budget_ms": None, "warm_calls": 3,
-                "batch_sizes": [1, 3]}
-    settings.update(checks)
-    full = []
-    for e in examples:
-        expect = {"response": None, "tolerance": 0.0, "shape": None, "range": None,
-                  "vocabulary": None, "dtype": None}
-        expect.update(e.get("expect") or {})
-        full.append({"path": e["path"], "request": e["request"], "expect": expect})
-    return {"name": "under_test", "signature_keys": list(keys), "examples": full,
-            "checks": settings}
+              **checks: Any) -> EvaluationSpec:
+    """An evaluation spec as ``Servable.evaluation_spec()`` makes it (3 warm calls)."""
+    settings = {"warm_calls": 3, **checks}
+    full = tuple(Example(e["path"], e["request"], Expectation(**(e.get("expect") or {})))
+                 for e in examples)
+    return EvaluationSpec("under_test", tuple(keys), full,
+                          Checks(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in settings.items()}))
 
 
 def failed(report: dict[str, Any], name: str | None = None) -> list[dict[str, Any]]:

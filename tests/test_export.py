@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import textwrap
 
@@ -13,6 +15,7 @@ from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from components.export_servable.component import ExportServable
 from components.export_servable.export import ServableExportError, export_servable
+from components.specs import ExportSpec
 from pipeline.catalog import load_catalog
 from pipeline.metadata_store import open_store, step_results
 from pipeline.pipeline import node_id
@@ -23,7 +26,7 @@ LABELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 def _export_pipeline(catalog, root) -> pipeline.Pipeline:
     components = [
-        ExportServable(servable=__import__("json").dumps(s.export_spec()),
+        ExportServable(servable=s.export_spec().to_json(),
                        base_dir=catalog.base_dir, source_hash=catalog.source_hash(s))
         .with_id(node_id("ExportServable", s.name))
         for s in catalog.servables]
@@ -93,9 +96,10 @@ def test_cache_reexports_exactly_the_edited_servable(project, tmp_path):
     assert fourth["sum_two"].state == fourth["fun_runif"].state == "cached"
 
 
-def _spec(module: str, obj: str, signatures, name="broken") -> dict:
-    return {"name": name, "module": module, "object": obj, "args": {},
-            "signatures": signatures, "assets": {}}
+def _spec(module: str, obj: str, signatures, name="broken") -> ExportSpec:
+    return ExportSpec.from_json(json.dumps({
+        "name": name, "module": module, "object": obj, "args": {},
+        "signatures": signatures, "assets": {}}))
 
 
 def _write_module(project, source: str, name="broken_mod.py") -> str:
@@ -231,7 +235,7 @@ def test_fingerprint_sees_constants_and_assets_that_tf_fingerprint_misses(projec
             """)
         spec = _spec(module, "WithAsset", [{"key": "serving_default", "method": "f"}],
                      name="asset")
-        spec["assets"] = {"labels": "labels.txt"}
+        spec = dataclasses.replace(spec, assets={"labels": "labels.txt"})
         fingerprints.append(export_servable(spec, str(project),
                                             str(tmp_path / f"asset{len(fingerprints)}"))[
             "fingerprint"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from absl import logging
@@ -11,6 +10,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components import specs
 from components.export_servable.export import export_servable, signatures_json
 
 
@@ -21,12 +21,12 @@ class Executor(base_executor.BaseExecutor):
            output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
         """Exports one servable and sets the Model artifact's custom properties."""
-        spec = json.loads(exec_properties["servable"])
-        model = artifact_utils.get_single_instance(output_dict["model"])
+        spec = specs.ExportSpec.from_json(exec_properties[specs.SERVABLE])
+        model = artifact_utils.get_single_instance(output_dict[specs.MODEL])
         export_dir = path_utils.serving_model_dir(model.uri)
-        logging.info("Exporting servable %s to %s", spec["name"], export_dir)
+        logging.info("Exporting servable %s to %s", spec.name, export_dir)
         description = export_servable(spec, exec_properties["base_dir"], export_dir)
-        model.set_string_custom_property("servable_name", spec["name"])
+        model.set_string_custom_property("servable_name", spec.name)
         model.set_string_custom_property("signatures", signatures_json(description))
         model.set_string_custom_property("fingerprint", description["fingerprint"])
         model.set_string_custom_property("tf_fingerprint", description["tf_fingerprint"])

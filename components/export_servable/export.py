@@ -18,7 +18,9 @@ from typing import Any
 
 import tensorflow as tf
 
+from components.specs import ExportSpec, SignatureDecl
 from tfserving.fingerprint import servable_fingerprint
+from tfserving.saved_model import read_meta_graph
 
 _module_counter = itertools.count()
 
@@ -31,32 +33,32 @@ class ServableExportError(RuntimeError):
         super().__init__(f"servable '{servable}': {message}")
 
 
-def export_servable(spec: Mapping[str, Any], base_dir: str, export_dir: str) -> dict[str, Any]:
-    """Exports the servable described by ``spec`` (``Servable.export_spec()``).
+def export_servable(spec: ExportSpec, base_dir: str, export_dir: str) -> dict[str, Any]:
+    """Exports the servable described by ``spec``.
 
     Returns the description of the written SavedModel: its signatures,
     fingerprint and size. Raises ServableExportError naming the servable,
     with the user's traceback when user code fails.
     """
-    name = spec["name"]
-    module = _import_user_module(name, os.path.join(base_dir, spec["module"]), base_dir)
-    factory = getattr(module, spec["object"], None)
+    name = spec.name
+    module = _import_user_module(name, os.path.join(base_dir, spec.module), base_dir)
+    factory = getattr(module, spec.object, None)
     if not callable(factory):
         public = sorted(k for k, v in vars(module).items()
                         if callable(v) and not k.startswith("_")
                         and getattr(v, "__module__", None) == module.__name__)
-        raise ServableExportError(name, f"field 'object': {spec['object']!r} is not a class or "
-                                  f"function in {spec['module']} (found: {', '.join(public)})")
+        raise ServableExportError(name, f"field 'object': {spec.object!r} is not a class or "
+                                  f"function in {spec.module} (found: {', '.join(public)})")
     # Keras numbers layer and model names per process; a fresh session keeps
     # the exported graph, and so its fingerprint, the same run after run.
     tf.keras.backend.clear_session()
-    obj = _call_user_code(name, "constructing the object", lambda: factory(**spec["args"]))
-    for attr, path in spec["assets"].items():
+    obj = _call_user_code(name, "constructing the object", lambda: factory(**spec.args))
+    for attr, path in spec.assets.items():
         setattr(obj, attr, tf.saved_model.Asset(os.path.join(base_dir, path)))
     signatures = {
-        s["key"]: _call_user_code(name, f"tracing signature '{s['key']}'",
-                                  lambda s=s: _concrete_function(name, obj, s))
-        for s in spec["signatures"]
+        s.key: _call_user_code(name, f"tracing signature '{s.key}'",
+                               lambda s=s: _concrete_function(name, obj, s))
+        for s in spec.signatures
     }
     _call_user_code(name, "saving the SavedModel",
                     lambda: tf.saved_model.save(obj, export_dir, signatures=signatures))
@@ -75,12 +77,7 @@ def describe_saved_model(export_dir: str) -> dict[str, Any]:
 
 def saved_model_signatures(export_dir: str) -> dict[str, Any]:
     """The serving signatures of a SavedModel, read from its proto (no loading)."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
-    graph = next(m for m in proto.meta_graphs if "serve" in m.meta_info_def.tags)
+    graph = read_meta_graph(export_dir)
 
     def tensors(infos):
         return {alias: {"dtype": tf.dtypes.as_dtype(info.dtype).name,
@@ -94,8 +91,8 @@ def saved_model_signatures(export_dir: str) -> dict[str, Any]:
             if not key.startswith("__")}
 
 
-def _concrete_function(name: str, obj: Any, signature: Mapping[str, Any]):
-    key, method_name = signature["key"], signature["method"]
+def _concrete_function(name: str, obj: Any, signature: SignatureDecl):
+    key, method_name = signature.key, signature.method
     field = f"signatures.{key}"
     method = getattr(obj, method_name, None)
     if method is None:
@@ -103,10 +100,9 @@ def _concrete_function(name: str, obj: Any, signature: Mapping[str, Any]):
                          and callable(getattr(type(obj), m, None)))[:20]
         raise ServableExportError(name, f"field '{field}.method': {type(obj).__name__} has no "
                                   f"method {method_name!r} (some methods: {', '.join(methods)})")
-    declared = signature.get("inputs")
+    declared = signature.inputs
     if declared is not None:
-        specs = [tf.TensorSpec(a["shape"], tf.as_dtype(a["dtype"]), name=a["name"])
-                 for a in declared]
+        specs = [tf.TensorSpec(a.shape, tf.as_dtype(a.dtype), name=a.name) for a in declared]
         function = method if hasattr(method, "get_concrete_function") else tf.function(method)
         return function.get_concrete_function(*specs)
     if getattr(method, "input_signature", None) is not None:

@@ -41,12 +41,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from components.servable_evaluator.report import render_markdown
+from components.specs import Checks, EvaluationSpec, Example, Expectation
 from tfserving import json_tensor, saved_model
 from tfserving.json_tensor import encode_b64
 from tfserving.status import ServingError, invalid_argument, tf_error_message
 
-__all__ = ["evaluate", "render_markdown", "compare_bodies", "ACCEPTED_METHOD_NAMES"]
+__all__ = ["evaluate", "compare_bodies", "ACCEPTED_METHOD_NAMES"]
 
 ACCEPTED_METHOD_NAMES = (json_tensor.PREDICT_METHOD, json_tensor.CLASSIFY_METHOD,
                          json_tensor.REGRESS_METHOD)
@@ -58,8 +58,6 @@ SCALAR_INT_VALUE = 3  # e.g. fun_runif(N): a small positive count
 _FREE_DIM_SIZE = 2  # for free dimensions other than the batch dimension
 _MAX_VALUE_CHARS = 2000
 _MAX_DETAIL_CHARS = 300
-_DEFAULT_CHECKS = {"random": False, "formats": [], "latency_budget_ms": None,
-                   "warm_calls": 10, "batch_sizes": [1, 3]}
 
 
 @dataclasses.dataclass
@@ -113,13 +111,12 @@ class _Recorder:
         return reasons
 
 
-def evaluate(saved_model_dir: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+def evaluate(saved_model_dir: str, spec: EvaluationSpec) -> dict[str, Any]:
     """Runs every check on the SavedModel in ``saved_model_dir``; returns the report."""
-    settings = {**_DEFAULT_CHECKS, **{k: v for k, v in (spec.get("checks") or {}).items()
-                                      if v is not None or k == "latency_budget_ms"}}
+    settings = spec.checks
     rec = _Recorder()
     report: dict[str, Any] = {
-        "servable": spec.get("name") or os.path.basename(os.path.normpath(saved_model_dir)),
+        "servable": spec.name or os.path.basename(os.path.normpath(saved_model_dir)),
         "blessed": False, "reasons": [], "signatures": {}, "checks": rec.checks,
         "latency_ms": {},
     }
@@ -135,22 +132,22 @@ def evaluate(saved_model_dir: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     rec.add("load", None, None, True,
             f"loaded with tags ['serve']; signatures: {', '.join(available) or 'none'}")
 
-    by_signature: dict[str, list[Mapping[str, Any]]] = {}
-    for example in spec.get("examples") or []:
+    by_signature: dict[str, list[Example]] = {}
+    for example in spec.examples:
         try:  # the body as the server parses it
-            doc = json_tensor.parse_json(json.dumps(example.get("request")).encode())
+            doc = json_tensor.parse_json(json.dumps(example.request).encode())
             key = json_tensor.signature_name(doc) or DEFAULT_SIGNATURE
         except (ServingError, TypeError, ValueError) as e:
-            rec.add("call", None, str(example.get("path") or "example"), False,
+            rec.add("call", None, example.path or "example", False,
                     f"request not convertible: {getattr(e, 'message', e)}")
             continue
-        by_signature.setdefault(key, []).append({**example, "request": doc})
-    expected = list(dict.fromkeys([*(spec.get("signature_keys") or []), DEFAULT_SIGNATURE]))
+        by_signature.setdefault(key, []).append(dataclasses.replace(example, request=doc))
+    expected = list(dict.fromkeys([*spec.signature_keys, DEFAULT_SIGNATURE]))
     keys = list(dict.fromkeys([*expected, *by_signature, *available]))
 
     for key in keys:
         if key not in available:
-            needed_by = [f"example {e.get('path')}" for e in by_signature.get(key, [])]
+            needed_by = [f"example {e.path}" for e in by_signature.get(key, [])]
             if key in expected:
                 needed_by.insert(0, "the catalog's signature keys" if key != DEFAULT_SIGNATURE
                                  else "TF Serving's default signature")
@@ -319,12 +316,12 @@ def _json_shape(value: Any) -> list[int]:
 # --- calls and checks ----------------------------------------------------------------------
 
 
-def _run_example(sig: _Signature, example: Mapping[str, Any], settings: Mapping[str, Any],
+def _run_example(sig: _Signature, example: Example, settings: Checks,
                  rec: _Recorder, latency: dict[str, Any]) -> _Call | None:
     """Calls the signature with one catalog example and checks its expectations."""
-    name = str(example.get("path") or "example")
-    request = example["request"]  # as json_tensor.parse_json returned it
-    expect = example.get("expect") or {}
+    name = example.path or "example"
+    request = example.request  # as json_tensor.parse_json returned it
+    expect = example.expect
     fmt = json_tensor.ROW if "instances" in request else json_tensor.COLUMNAR
     try:
         fmt, tensors = sig.decode(request)
@@ -354,7 +351,7 @@ def _run_example(sig: _Signature, example: Mapping[str, Any], settings: Mapping[
     return _Call(source=f"example {name}", tensors=tensors, outputs=outputs)
 
 
-def _run_generated(sig: _Signature, settings: Mapping[str, Any], rec: _Recorder,
+def _run_generated(sig: _Signature, settings: Checks, rec: _Recorder,
                    latency: dict[str, Any]) -> list[_Call]:
     """Calls a signature that has no example with inputs generated from its TensorSpecs."""
     strings = [a for a, s in sig.inputs.items() if s.dtype == tf.string]
@@ -368,7 +365,7 @@ def _run_generated(sig: _Signature, settings: Mapping[str, Any], rec: _Recorder,
         s.shape.rank is not None and s.shape.rank >= 1 and s.shape[0] is None
         for s in sig.inputs.values())
     free = any(s.shape.rank and s.shape[0] is None for s in sig.inputs.values())
-    sizes: list[int | None] = list(settings["batch_sizes"]) if free else [None]
+    sizes: list[int | None] = list(settings.batch_sizes) if free else [None]
     rng = np.random.default_rng(SEED)
     calls = []
     for batch in sizes:
@@ -417,22 +414,22 @@ def _generate(spec: tf.TensorSpec, batch: int | None, rng: np.random.Generator) 
 
 
 def _check_expectations(sig: _Signature, name: str, outputs: Mapping[str, tf.Tensor],
-                        response: Any, expect: Mapping[str, Any], rec: _Recorder) -> None:
+                        response: Any, expect: Expectation, rec: _Recorder) -> None:
     aliases = sorted(outputs)
-    if expect.get("response") is not None:
+    if expect.response is not None:
         if response is None:
             rec.add("expect.response", sig.key, name, False,
                     "no response to compare (see the call check)")
         else:
-            tolerance = float(expect.get("tolerance") or 0.0)
-            diffs = compare_bodies(response, expect["response"], tolerance)
+            tolerance = float(expect.tolerance)
+            diffs = compare_bodies(response, expect.response, tolerance)
             rec.add("expect.response", sig.key, name, not diffs,
                     "; ".join(diffs) if diffs else
                     f"matches the expected response (tolerance {tolerance:g})",
-                    {"mismatches": diffs, "expected": _small(expect["response"])}
+                    {"mismatches": diffs, "expected": _small(expect.response)}
                     if diffs else None)
     for key in ("shape", "dtype"):
-        if expect.get(key) is None:
+        if getattr(expect, key) is None:
             continue
         if len(aliases) != 1:
             rec.add(f"expect.{key}", sig.key, name, False,
@@ -441,15 +438,15 @@ def _check_expectations(sig: _Signature, name: str, outputs: Mapping[str, tf.Ten
             continue
         out = outputs[aliases[0]]
         if key == "shape":
-            got, want = _shape(out.shape), [int(d) for d in expect["shape"]]
+            got, want = _shape(out.shape), [int(d) for d in expect.shape]
         else:
-            got, want = out.dtype.name, tf.as_dtype(str(expect["dtype"]).removeprefix("tf.")).name
+            got, want = out.dtype.name, tf.as_dtype(expect.dtype.removeprefix("tf.")).name
         rec.add(f"expect.{key}", sig.key, name, got == want,
                 f"output '{aliases[0]}' {key} is {got}" + ("" if got == want else
                                                           f", expected {want}"),
                 {"got": got, "expected": want})
-    if expect.get("range") is not None:
-        lo, hi = (float(v) for v in expect["range"])
+    if expect.range is not None:
+        lo, hi = (float(v) for v in expect.range)
         numeric = [a for a in aliases if outputs[a].dtype.is_integer
                    or outputs[a].dtype.is_floating]
         if not numeric:
@@ -471,8 +468,8 @@ def _check_expectations(sig: _Signature, name: str, outputs: Mapping[str, tf.Ten
                                f"max {values[a]['max']:g})")
             rec.add("expect.range", sig.key, name, not bad, "; ".join(bad) or
                     f"all values of {', '.join(numeric)} in [{lo:g}, {hi:g})", values)
-    if expect.get("vocabulary") is not None:
-        vocabulary = set(expect["vocabulary"])
+    if expect.vocabulary is not None:
+        vocabulary = set(expect.vocabulary)
         strings = [a for a in aliases if outputs[a].dtype == tf.string]
         if not strings:
             rec.add("expect.vocabulary", sig.key, name, False,
@@ -494,7 +491,7 @@ def _check_expectations(sig: _Signature, name: str, outputs: Mapping[str, tf.Ten
 
 
 def _check_outputs(sig: _Signature, name: str, tensors: Mapping[str, tf.Tensor],
-                   outputs: Mapping[str, tf.Tensor], settings: Mapping[str, Any],
+                   outputs: Mapping[str, tf.Tensor], settings: Checks,
                    rec: _Recorder, label: str = "", batched: bool | None = None) -> None:
     """Finite floats, batch dimension, determinism."""
     prefix = f"{label}: " if label else ""
@@ -526,7 +523,7 @@ def _check_outputs(sig: _Signature, name: str, tensors: Mapping[str, tf.Tensor],
                 f"every output's leading dimension is the batch size {batch}"),
                 {"batch_size": batch, "wrong": wrong})
 
-    if settings.get("random"):
+    if settings.random:
         rec.add("deterministic", sig.key, name, True,
                 prefix + "skipped: checks.random is true", {"skipped": True})
         return
@@ -553,10 +550,10 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _measure_latency(sig: _Signature, name: str, key: str, tensors: Mapping[str, tf.Tensor],
-                     settings: Mapping[str, Any], rec: _Recorder,
+                     settings: Checks, rec: _Recorder,
                      latency: dict[str, Any]) -> None:
     """One warm-up, then ``warm_calls`` timed calls; the budget applies to the p50."""
-    calls = int(settings.get("warm_calls") or _DEFAULT_CHECKS["warm_calls"])
+    calls = settings.warm_calls
     try:
         sig.call(tensors)
         times = []
@@ -569,7 +566,7 @@ def _measure_latency(sig: _Signature, name: str, key: str, tensors: Mapping[str,
         return
     p50, p99 = (float(np.percentile(times, q)) for q in (50, 99))
     latency[key] = {"p50": round(p50, 4), "p99": round(p99, 4), "calls": calls}
-    budget = settings.get("latency_budget_ms")
+    budget = settings.latency_budget_ms
     if budget is None:
         return
     ok = p50 <= float(budget)
@@ -579,7 +576,7 @@ def _measure_latency(sig: _Signature, name: str, key: str, tensors: Mapping[str,
             {"p50": p50, "p99": p99, "budget_ms": budget})
 
 
-def _check_formats(sig: _Signature, calls: Sequence[_Call], settings: Mapping[str, Any],
+def _check_formats(sig: _Signature, calls: Sequence[_Call], settings: Checks,
                    rec: _Recorder) -> dict[str, dict[str, Any]]:
     """Whether the signature can be served in row and in columnar format."""
     if calls:
@@ -587,7 +584,7 @@ def _check_formats(sig: _Signature, calls: Sequence[_Call], settings: Mapping[st
     else:
         columnar = {"ok": False, "detail": "no call worked (see the call checks)"}
     formats = {"row": _row_format(sig, calls), "columnar": columnar}
-    for fmt in settings.get("formats") or []:
+    for fmt in settings.formats:
         entry = formats.get(fmt)
         if entry is None:
             rec.add(f"format.{fmt}", sig.key, None, False, f"unknown format '{fmt}'")

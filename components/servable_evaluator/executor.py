@@ -13,7 +13,9 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
-from components.servable_evaluator.checks import evaluate, render_markdown
+from components import specs
+from components.servable_evaluator.checks import evaluate
+from components.servable_evaluator.report import render_markdown
 
 REPORT_JSON = "report.json"
 REPORT_MARKDOWN = "report.md"
@@ -26,9 +28,9 @@ class Executor(base_executor.BaseExecutor):
            output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
         """Evaluates the model and writes the ModelBlessing with its report."""
-        spec = json.loads(exec_properties["servable"])
-        model = artifact_utils.get_single_instance(input_dict["model"])
-        blessing = artifact_utils.get_single_instance(output_dict["blessing"])
+        spec = specs.EvaluationSpec.from_json(exec_properties[specs.SERVABLE])
+        model = artifact_utils.get_single_instance(input_dict[specs.MODEL])
+        blessing = artifact_utils.get_single_instance(output_dict[specs.BLESSING])
         report = evaluate(path_utils.serving_model_path(model.uri), spec)
         io_utils.write_string_file(os.path.join(blessing.uri, REPORT_JSON),
                                    json.dumps(report, indent=2, sort_keys=True))
@@ -41,11 +43,11 @@ class Executor(base_executor.BaseExecutor):
         blessing.set_int_custom_property(
             constants.ARTIFACT_PROPERTY_BLESSED_KEY,
             constants.BLESSED_VALUE if blessed else constants.NOT_BLESSED_VALUE)
-        blessing.set_string_custom_property("servable_name", spec["name"])
+        blessing.set_string_custom_property("servable_name", spec.name)
         blessing.set_string_custom_property("reasons", "; ".join(report["reasons"]))
         blessing.set_string_custom_property(
             constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
         blessing.set_int_custom_property(
             constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY, model.id)
-        logging.info("Servable %s %s", spec["name"],
+        logging.info("Servable %s %s", spec.name,
                      "blessed" if blessed else f"NOT blessed: {report['reasons']}")

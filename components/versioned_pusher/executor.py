@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from absl import logging
@@ -10,8 +9,8 @@ from tfx import types
 from tfx.components.pusher import executor as tfx_pusher_executor
 from tfx.types import artifact_utils
 
+from components import specs
 from components.versioned_pusher.publish import publish
-from tfserving.model_config import ModelConfig, VersionPolicy
 
 
 class Executor(tfx_pusher_executor.Executor):
@@ -25,13 +24,13 @@ class Executor(tfx_pusher_executor.Executor):
            exec_properties: dict[str, Any]) -> None:
         """Publishes the model if blessed; records the outcome on PushedModel."""
         self._log_startup(input_dict, output_dict, exec_properties)
-        pushed_model = artifact_utils.get_single_instance(output_dict["pushed_model"])
-        model = artifact_utils.get_single_instance(input_dict["model"])
+        pushed_model = artifact_utils.get_single_instance(output_dict[specs.PUSHED_MODEL])
+        model = artifact_utils.get_single_instance(input_dict[specs.MODEL])
         name = model.get_string_custom_property("servable_name")
-        serving = json.loads(exec_properties["serving"])
+        serving = specs.ServingSpec.from_json(exec_properties[specs.SERVING])
         pushed_model.set_string_custom_property("servable_name", name)
         if not self.CheckBlessing(input_dict):
-            blessing = artifact_utils.get_single_instance(input_dict["model_blessing"])
+            blessing = artifact_utils.get_single_instance(input_dict[specs.MODEL_BLESSING])
             reason = blessing.get_string_custom_property("reasons") or "not blessed"
             self._MarkNotPushed(pushed_model)
             pushed_model.set_string_custom_property("reason", f"not_blessed: {reason}")
@@ -40,10 +39,7 @@ class Executor(tfx_pusher_executor.Executor):
         result = publish(
             self.GetModelPath(input_dict), exec_properties["serving_root"], name,
             fingerprint=model.get_string_custom_property("fingerprint") or None,
-            keep=serving.get("keep"),
-            config=ModelConfig(name, policy=VersionPolicy(serving["version_policy"],
-                                                          versions=tuple(serving["versions"])),
-                               labels=serving["labels"]),
+            keep=serving.keep, config=serving.model_config(name),
             config_base_path=exec_properties.get("config_base_path") or None)
         if result.pushed:
             self._MarkPushed(pushed_model, pushed_destination=result.destination,
