@@ -92,7 +92,7 @@ class CatalogError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Servable:
+class CatalogEntry:
     """One validated catalog entry. Paths are relative to ``base_dir``."""
 
     name: str
@@ -122,13 +122,13 @@ class Catalog:
 
     path: str
     base_dir: str
-    servables: tuple[Servable, ...]
+    servables: tuple[CatalogEntry, ...]
 
     def names(self) -> list[str]:
         """Model names in catalog order."""
         return [s.name for s in self.servables]
 
-    def select(self, names: Sequence[str] | None) -> list[Servable]:
+    def select(self, names: Sequence[str] | None) -> list[CatalogEntry]:
         """The servables called ``names`` (all when None), in catalog order."""
         if not names:
             return list(self.servables)
@@ -140,7 +140,7 @@ class Catalog:
                                    f"(valid: {', '.join(known)})")
         return [s for s in self.servables if s.name in names]
 
-    def source_hash(self, servable: Servable) -> str:
+    def source_hash(self, servable: CatalogEntry) -> str:
         """Hash of everything the export reads: entry, module sources, assets."""
         digest = hashlib.sha256()
         digest.update(servable.export_spec().to_json().encode())
@@ -224,7 +224,7 @@ def _imported_modules(tree: ast.AST) -> list[str]:
     return names
 
 
-def _parse_entry(entry: Any, index: int, base_dir: str) -> Servable:
+def _parse_entry(entry: Any, index: int, base_dir: str) -> CatalogEntry:
     if not isinstance(entry, dict):
         raise CatalogError(None, f"servables[{index}]", "must be a mapping with at least "
                            "'name', 'module', 'object' and 'signatures'")
@@ -248,7 +248,7 @@ def _parse_entry(entry: Any, index: int, base_dir: str) -> Servable:
     args = entry.get("args") or {}
     if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
         raise CatalogError(name, "args", f"{args!r} must be a mapping of keyword arguments")
-    return Servable(
+    return CatalogEntry(
         name=name,
         module=module,
         object=obj,

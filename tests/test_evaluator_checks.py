@@ -34,7 +34,7 @@ SUM_TWO = {"path": "requests/sum_two.json", "request": {"instances": [[1, 2, 3]]
 
 def make_spec(examples: list[dict[str, Any]] = (), keys: tuple[str, ...] = ("serving_default",),
               **checks: Any) -> EvaluationSpec:
-    """An evaluation spec as ``Servable.evaluation_spec()`` makes it (3 warm calls)."""
+    """An evaluation spec as ``CatalogEntry.evaluation_spec()`` makes it (3 warm calls)."""
     settings = {"warm_calls": 3, **checks}
     full = tuple(Example(e["path"], e["request"], Expectation(**(e.get("expect") or {})))
                  for e in examples)

@@ -13,6 +13,7 @@ from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import component_spec, standard_artifacts
 
+from components import specs
 from components.export_servable import executor
 
 
@@ -20,8 +21,8 @@ class ExportServableSpec(component_spec.ComponentSpec):
     """Parameters and outputs of ExportServable."""
 
     PARAMETERS = {
-        # Servable.export_spec() as JSON: module, object, args, signatures, assets.
-        "servable": component_spec.ExecutionParameter(type=str),
+        # CatalogEntry.export_spec() as JSON: module, object, args, signatures, assets.
+        specs.SERVABLE: component_spec.ExecutionParameter(type=str),
         # Where the spec's relative paths start (the project root).
         "base_dir": component_spec.ExecutionParameter(type=str),
         # Hash of the entry, the module and the local modules it imports, and
@@ -30,7 +31,7 @@ class ExportServableSpec(component_spec.ComponentSpec):
         "source_hash": component_spec.ExecutionParameter(type=str),
     }
     INPUTS = {}
-    OUTPUTS = {"model": component_spec.ChannelParameter(type=standard_artifacts.Model)}
+    OUTPUTS = {specs.MODEL: component_spec.ChannelParameter(type=standard_artifacts.Model)}
 
 
 class ExportServable(base_component.BaseComponent):
@@ -44,7 +45,7 @@ class ExportServable(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, servable: str, base_dir: str, source_hash: str):
-        """``servable`` is the JSON of ``Servable.export_spec()``."""
+        """``servable`` is the JSON of ``CatalogEntry.export_spec()``."""
         super().__init__(spec=ExportServableSpec(
             servable=servable, base_dir=base_dir, source_hash=source_hash,
             model=types.Channel(type=standard_artifacts.Model)))

@@ -1,6 +1,6 @@
 """The checks behind ServableEvaluator: load a SavedModel as a server would, call it, judge it.
 
-``evaluate(saved_model_dir, spec)`` takes ``Servable.evaluation_spec()`` and returns a
+``evaluate(saved_model_dir, spec)`` takes ``CatalogEntry.evaluation_spec()`` and returns a
 JSON-able report; ``blessed`` is true iff no check failed. The model is loaded with
 ``tf.saved_model.load(dir, tags=["serve"])`` and only ``.signatures[key]`` is called, so
 nothing from the exporting Python process can leak in. Example requests and responses are

@@ -12,6 +12,7 @@ from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import component_spec, standard_artifacts
 
+from components import specs
 from components.servable_evaluator import executor
 
 
@@ -19,12 +20,14 @@ class ServableEvaluatorSpec(component_spec.ComponentSpec):
     """Inputs, parameters and outputs of ServableEvaluator."""
 
     PARAMETERS = {
-        # Servable.evaluation_spec() as JSON: signature keys, example requests
+        # CatalogEntry.evaluation_spec() as JSON: signature keys, example requests
         # (inlined, so the cache key covers their content) and checks.
-        "servable": component_spec.ExecutionParameter(type=str),
+        specs.SERVABLE: component_spec.ExecutionParameter(type=str),
     }
-    INPUTS = {"model": component_spec.ChannelParameter(type=standard_artifacts.Model)}
-    OUTPUTS = {"blessing": component_spec.ChannelParameter(type=standard_artifacts.ModelBlessing)}
+    INPUTS = {specs.MODEL: component_spec.ChannelParameter(type=standard_artifacts.Model)}
+    OUTPUTS = {
+        specs.BLESSING: component_spec.ChannelParameter(type=standard_artifacts.ModelBlessing),
+    }
 
 
 class ServableEvaluator(base_component.BaseComponent):
@@ -37,7 +40,7 @@ class ServableEvaluator(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, model: types.BaseChannel, servable: str):
-        """``servable`` is the JSON of ``Servable.evaluation_spec()``."""
+        """``servable`` is the JSON of ``CatalogEntry.evaluation_spec()``."""
         super().__init__(spec=ServableEvaluatorSpec(
             model=model, servable=servable,
             blessing=types.Channel(type=standard_artifacts.ModelBlessing)))

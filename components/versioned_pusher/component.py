@@ -13,6 +13,7 @@ from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import component_spec, standard_artifacts
 
+from components import specs
 from components.versioned_pusher import executor
 
 
@@ -22,8 +23,8 @@ class VersionedPusherSpec(component_spec.ComponentSpec):
     PARAMETERS = {
         # Local directory or gs:// / s3:// URI that TF Serving watches.
         "serving_root": component_spec.ExecutionParameter(type=str),
-        # Servable.serving_spec() as JSON: version policy, labels, retention.
-        "serving": component_spec.ExecutionParameter(type=str),
+        # ServingSpec as JSON (components/specs.py): version policy, labels, retention.
+        specs.SERVING: component_spec.ExecutionParameter(type=str),
         # base_path prefix written into models.config ("" = the serving root);
         # "/models" suits `docker run -v <serving root>:/models tensorflow/serving`.
         "config_base_path": component_spec.ExecutionParameter(type=str, optional=True),
@@ -33,14 +34,14 @@ class VersionedPusherSpec(component_spec.ComponentSpec):
         "serving_state": component_spec.ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
-        "model": component_spec.ChannelParameter(type=standard_artifacts.Model),
-        "model_blessing": component_spec.ChannelParameter(
+        specs.MODEL: component_spec.ChannelParameter(type=standard_artifacts.Model),
+        specs.MODEL_BLESSING: component_spec.ChannelParameter(
             type=standard_artifacts.ModelBlessing),
         "infra_blessing": component_spec.ChannelParameter(
             type=standard_artifacts.InfraBlessing, optional=True),
     }
     OUTPUTS = {
-        "pushed_model": component_spec.ChannelParameter(type=standard_artifacts.PushedModel),
+        specs.PUSHED_MODEL: component_spec.ChannelParameter(type=standard_artifacts.PushedModel),
     }
 
 
@@ -53,7 +54,7 @@ class VersionedPusher(base_component.BaseComponent):
     def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
                  serving_root: str, serving: str, config_base_path: str = "",
                  serving_state: str = "", infra_blessing: types.BaseChannel | None = None):
-        """``serving`` is the JSON of ``Servable.serving_spec()``."""
+        """``serving`` is the JSON of a ``ServingSpec``."""
         super().__init__(spec=VersionedPusherSpec(
             model=model, model_blessing=model_blessing, infra_blessing=infra_blessing,
             serving_root=serving_root, serving=serving, config_base_path=config_base_path,
