@@ -8,6 +8,11 @@ Serving's own regular expressions):
 - ``POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict|:classify|:regress``;
 - ``GET /monitoring/prometheus/metrics``: request counts and latencies.
 
+and, on paths TF Serving does not use (:mod:`serving.pages`), a page at ``/`` to
+browse and try the models, OpenAPI documents (``/openapi.json``,
+``/v1/models/{m}[/versions/{v}]/openapi.json``) and blessing reports
+(``/v1/models/{m}/versions/{v}/report.md``).
+
 Errors are ``{"error": "..."}`` with the HTTP status TF Serving gives the same
 error (400 for bad requests, 404 for unknown models and versions, ...). An
 unknown ``signature_name`` is a 400, as in TF Serving (it reports
@@ -25,8 +30,8 @@ Stack decision: Starlette on uvicorn, with orjson for JSON.
 - uvicorn is the reference ASGI server. :func:`serve` asks it for httptools
   (a C HTTP/1.1 parser) and uvloop (a libuv event loop), which the ``serve``
   extra installs, and falls back to uvicorn's pure-Python h11 parser and
-  asyncio's loop when they are missing: on ``sum_two`` the pair alone moved
-  the server from about 815 to 980 requests/s (1 client) on 2 vCPUs.
+  asyncio's loop when they are missing (BENCHMARKS.md has what the pair
+  gains).
 - orjson parses and writes JSON several times faster than the stdlib, writes
   numpy arrays directly (float32 as the shortest round-tripping text, like TF
   Serving) and bounds nesting depth, which matters for hostile input.
@@ -60,6 +65,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
+from serving import pages
 from serving.metrics import Metrics
 from serving.registry import ModelRegistry
 from tfserving import defaults, json_tensor
@@ -167,6 +173,9 @@ class RestApi:
             return _error_response(err)
         if path == METRICS_PATH and method == "GET":
             return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+        page = pages.respond(self.registry, method, path)  # the page, openapi.json, reports
+        if page is not None:
+            return page
         if not _API_PATH.fullmatch(path):
             return _json_response(orjson.dumps({"error": f"Not found: {echo(path)}"}), 404)
 

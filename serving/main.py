@@ -2,15 +2,19 @@
 
 :func:`add_arguments` declares the flags, :func:`run` checks them and calls
 :func:`serve`, which sizes TensorFlow's threads and runs uvicorn (httptools and
-uvloop when installed) on the app of :mod:`serving.http`.
+uvloop when installed) on the app of :mod:`serving.http`, with the gRPC API of
+:mod:`serving.grpc_api` on the same event loop (``--grpc-port``, default 8500).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
 import os
+from collections.abc import AsyncIterator
+from typing import Any
 
 from tfserving import defaults
 
@@ -37,10 +41,9 @@ def default_intra_op_threads() -> int:
     """1 on machines with at most 2 CPUs, else 0 (TensorFlow's default: one per CPU).
 
     With 2 CPUs the parallelism comes from concurrent requests, and splitting each op
-    over both only adds hand-offs: there one thread made a ``mobilenet_v2_test`` call
-    5.9 ms instead of 10.2-10.8 ms even with no other load, and about doubled the
-    server's throughput on it. Larger machines keep TensorFlow's default, where one
-    large request still gets every core.
+    over both only adds hand-offs (figures: BENCHMARKS.md, "Serving").
+    Larger machines keep TensorFlow's default, where one large request still gets every
+    core.
     """
     return 1 if available_cpus() <= 2 else 0
 
@@ -80,12 +83,13 @@ def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
           poll_interval: float = defaults.POLL_INTERVAL,
           max_body_bytes: int = defaults.MAX_BODY_BYTES,
           workers: int | None = None, intra_op_threads: int | None = None,
-          access_log: bool = False, log_level: str = "info") -> None:
+          access_log: bool = False, log_level: str = "info",
+          grpc_port: int = defaults.GRPC_PORT) -> None:
     """Runs the server until interrupted (binds loopback unless ``host`` says otherwise).
 
     ``intra_op_threads``: threads TensorFlow may use inside one op (0: TensorFlow's
     default, one per CPU; None: :func:`default_intra_op_threads`, 1 on machines with at
-    most 2 CPUs).
+    most 2 CPUs). ``grpc_port``: where the gRPC API listens on ``host`` (0: no gRPC).
     """
     import uvicorn
 
@@ -107,8 +111,42 @@ def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
              speedups["http"])
     app = create_app(serving_root, poll_interval=poll_interval, max_body_bytes=max_body_bytes,
                      workers=workers)
+    if grpc_port:
+        add_grpc(app, host, grpc_port)
+    else:
+        log.info("gRPC: off (--grpc-port 0)")
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
                 lifespan="on", proxy_headers=False, server_header=False, **speedups)
+
+
+def add_grpc(app: Any, host: str, port: int) -> None:
+    """Adds TF Serving's gRPC API (:mod:`serving.grpc_api`) to the app's lifespan.
+
+    It runs on uvicorn's event loop over the app's registry, metrics and worker pool,
+    starts once the initial versions have loaded (as TF Serving opens its ports) and
+    stops before the registry does. A port that cannot be bound stops the server.
+    """
+    from serving import grpc_api
+
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app_: Any) -> AsyncIterator[None]:
+        async with inner(app_):
+            api = grpc_api.GrpcApi(app.state.registry, metrics=app.state.api.metrics,
+                                   limiter=app.state.api.limiter)
+            try:
+                server = await grpc_api.start(api, host, port)
+            except OSError as err:
+                log.error("%s; pass --grpc-port N for another port or 0 to turn gRPC off",
+                          err)
+                raise
+            try:
+                yield
+            finally:
+                await server.stop()
+
+    app.router.lifespan_context = lifespan
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, serving_dir: bool = True) -> None:
@@ -120,6 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, serving_dir: bool = True) 
                         help="address to bind (default: %(default)s, loopback only)")
     parser.add_argument("--port", type=int, default=defaults.REST_PORT,
                         help="REST port (default: %(default)s)")
+    parser.add_argument("--grpc-port", type=int, default=defaults.GRPC_PORT,
+                        help="gRPC port, on the same --host (default: %(default)s; 0: no gRPC)")
     parser.add_argument("--poll-interval", type=float, default=defaults.POLL_INTERVAL,
                         help="seconds between scans for new versions (default: %(default)s)")
     parser.add_argument("--max-body-bytes", type=int, default=defaults.MAX_BODY_BYTES,
@@ -143,6 +183,10 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     if args.intra_op_threads is not None and args.intra_op_threads < 0:
         parser.error("--intra-op-threads must be >= 0")
+    if not 0 <= args.grpc_port <= 65535:
+        parser.error("--grpc-port must be a port number, or 0 to turn gRPC off")
+    if args.grpc_port and args.grpc_port == args.port:
+        parser.error(f"--grpc-port and --port are both {args.port}")
     if not os.path.isdir(args.serving_dir):
         parser.error(f"--serving-dir {args.serving_dir!r} is not a directory")
     try:
@@ -152,5 +196,5 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     serve(args.serving_dir, args.host, args.port, poll_interval=args.poll_interval,
           max_body_bytes=args.max_body_bytes, workers=args.workers,
           intra_op_threads=args.intra_op_threads, access_log=args.access_log,
-          log_level=args.log_level)
+          log_level=args.log_level, grpc_port=args.grpc_port)
     return 0
