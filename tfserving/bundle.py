@@ -1,0 +1,388 @@
+"""A SavedModel loaded and run the way TensorFlow Serving runs it: a ``SavedModelBundle``.
+
+TF Serving (``servables/tensorflow/saved_model_bundle_factory.cc`` over
+TensorFlow's C++ ``LoadSavedModel``) loads a version as a TF1 ``Session`` on
+its own ``Graph``: the MetaGraphDef tagged ``serve`` is imported, variables are
+restored from ``variables/``, asset paths are fed to the init op (``main_op``,
+``legacy_init_op`` or a TF2 ``__saved_model_init_op``), and every request runs
+``Session::Run`` with the feed and fetch tensor names of the requested
+``SignatureDef``. :func:`load_bundle` does the same through
+``tf.compat.v1.saved_model.loader.load``, which reads through TensorFlow's
+filesystem layer (local, ``ram://``, ``gs://``, ``s3://`` with tensorflow-io).
+
+Consequences that differ from ``tf.saved_model.load`` + concrete functions,
+and match TF Serving:
+
+- TF1 exports load: reference variables (``float_ref`` outputs), graphs saved
+  by TF 1.x, ``legacy_init_op``, assets collections.
+- A feed is checked against the tensor's dtype, not its static shape: ``[3]``
+  fed into a ``[-1, 1]`` input runs and gives what the graph computes.
+- One session serves every request; calls from several threads run in parallel
+  (the session run releases the GIL).
+
+Requests are checked as TF Serving's Predict does (``predict_util.cc``
+``PreProcessPrediction`` and TensorFlow's ``saved_model::GetInputValues``):
+same error codes, same messages.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+
+from tfserving.status import CODE_NAMES, ServingError, echo
+
+SERVE_TAG = "serve"
+# Callables kept per bundle. A callable exists per (signature, fed inputs, fetched outputs);
+# a client choosing ever new output filters must not grow the cache without bound. Beyond
+# the limit a callable is built for the call and released after it.
+MAX_CACHED_CALLABLES = 256
+
+
+def _lenient_callable(session: Any, feeds: Sequence[str], fetches: Sequence[str]) -> Any:
+    """A callable running ``session`` with ``feeds`` (tensor names) fed and ``fetches`` fetched.
+
+    PRIVATE TENSORFLOW API, kept in this one function: ``Session._make_callable_from_options``
+    (TF 2.16: ``tensorflow/python/client/session.py``) wraps the C API's
+    ``TF_SessionMakeCallable`` / ``TF_SessionRunCallable``, i.e. C++ ``Session::MakeCallable``.
+    The public ``Session.make_callable(fetches, feed_list)`` instead runs every call through
+    ``Session.run``, whose Python feed handling rejects a value whose shape is not
+    compatible with the tensor's static shape (``Cannot feed value of shape (3,) for Tensor
+    'x:0', which has shape '(?, 1)'``) and costs about 100 us per call. TF Serving feeds
+    ``Session::Run`` from C++, where only the dtype is checked, so the private path is both
+    the faithful one and ~9x faster for small models.
+
+    The callable takes the feed values positionally (numpy arrays, in ``feeds`` order) and
+    returns a list of numpy values in ``fetches`` order; it is safe to call from several
+    threads. ``tests/test_bundle.py::test_private_callable_api_still_behaves`` fails if a
+    TensorFlow upgrade changes any of this.
+    """
+    options = config_pb2.CallableOptions(feed=list(feeds), fetch=list(fetches))
+    return session._make_callable_from_options(options)  # noqa: SLF001 - see docstring
+
+
+def session_config(intra_op_threads: int = 0, inter_op_threads: int = 0) -> Any:
+    """The ``ConfigProto`` of a bundle's session; 0 lets TensorFlow choose, as in TF Serving."""
+    for name, value in (("intra_op_threads", intra_op_threads),
+                        ("inter_op_threads", inter_op_threads)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0 (0: TensorFlow's default), "
+                             f"got {value!r}")
+    return config_pb2.ConfigProto(intra_op_parallelism_threads=intra_op_threads,
+                                  inter_op_parallelism_threads=inter_op_threads)
+
+
+def load_bundle(export_dir: str, *, tags: Sequence[str] = (SERVE_TAG,),
+                intra_op_threads: int = 0, inter_op_threads: int = 0) -> SavedModelBundle:
+    """Loads the SavedModel in ``export_dir`` into a new session, as TF Serving does.
+
+    Raises :class:`ServingError`: ``NOT_FOUND`` when there is no SavedModel or no
+    MetaGraph with exactly ``tags``; ``DATA_LOSS`` when the proto cannot be parsed; a
+    TensorFlow error's own code when restoring variables or running the init op fails.
+    """
+    config = session_config(intra_op_threads, inter_op_threads)
+    tags = list(tags)
+    _check_saved_model_file(export_dir)
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph, config=config)
+    try:
+        # The loader imports into session.graph (as_default is per thread, so loads may
+        # run concurrently), restores variables and runs the init op with asset paths fed.
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, tags, export_dir)
+    except RuntimeError as err:
+        session.close()
+        if "could not be found in SavedModel" in str(err):
+            # TensorFlow C++ loader's wording (cc/saved_model/reader.cc), as TF Serving reports.
+            raise ServingError("NOT_FOUND", "Could not find meta graph def matching supplied "
+                               f"tags: {{ {' '.join(tags)} }}") from None
+        raise ServingError("UNKNOWN", f"Cannot load the SavedModel: {err}") from None
+    except tf.errors.OpError as err:
+        session.close()
+        raise ServingError(CODE_NAMES.get(err.error_code, "UNKNOWN"), _op_message(err)) from None
+    except OSError:  # the loader's "Cannot parse file <path>: ..." for a corrupt proto
+        session.close()
+        # TensorFlow's wording (ReadBinaryProto) without the server path.
+        raise ServingError("DATA_LOSS", "Can't parse saved_model.pb as binary proto") from None
+    except Exception:
+        session.close()
+        raise
+    graph.finalize()  # nothing is added after loading: callables only name existing tensors
+    return SavedModelBundle(session, meta_graph, export_dir)
+
+
+def _check_saved_model_file(export_dir: str) -> None:
+    """Raises NOT_FOUND / DATA_LOSS as TensorFlow's C++ reader would, without server paths.
+
+    TensorFlow's Python loader parses ``saved_model.pb`` leniently (the C++ protobuf runtime
+    stops at a bad tag and keeps what it read), so garbage would surface as "no MetaGraph
+    with these tags"; TF Serving reports that the file cannot be parsed.
+    """
+    from google.protobuf import message, text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    base = export_dir.rstrip("/")
+    pb, pbtxt = f"{base}/saved_model.pb", f"{base}/saved_model.pbtxt"
+    proto = saved_model_pb2.SavedModel()
+    try:
+        if tf.io.gfile.exists(pb):
+            with tf.io.gfile.GFile(pb, "rb") as f:
+                data = f.read()
+            parsed = proto.ParseFromString(data)
+            if parsed is not None and parsed != len(data):
+                raise message.DecodeError("trailing data")
+        elif tf.io.gfile.exists(pbtxt):
+            with tf.io.gfile.GFile(pbtxt, "r") as f:
+                text_format.Parse(f.read(), proto)
+        else:
+            # TensorFlow's wording (cc/saved_model/reader.cc) without the server path.
+            raise ServingError("NOT_FOUND", "Could not find SavedModel .pb or .pbtxt at the "
+                                            "supplied export directory path")
+    except (message.DecodeError, text_format.ParseError, UnicodeDecodeError):
+        # TensorFlow's wording (ReadBinaryProto / ReadTextProto) without the server path.
+        name = "saved_model.pb as binary" if tf.io.gfile.exists(pb) else "saved_model.pbtxt as text"
+        raise ServingError("DATA_LOSS", f"Can't parse {name} proto") from None
+
+
+class _Signature:
+    """A SignatureDef as plain Python, for the per-request path (proto reads are slow)."""
+
+    def __init__(self, key: str, proto: meta_graph_pb2.SignatureDef):
+        self.key = key
+        self.proto = proto
+        self.input_names = {alias: info.name for alias, info in proto.inputs.items()}
+        # Numpy dtype a fed array is cast to (None: DT_STRING and others, fed as they are).
+        self.input_dtypes = {alias: _numpy_dtype(info.dtype)
+                             for alias, info in proto.inputs.items()}
+        self.input_order = tuple(sorted(proto.inputs))
+        self.output_order = tuple(sorted(proto.outputs))
+        self.outputs = frozenset(proto.outputs)
+        self.defaults = {alias: tf.make_ndarray(value) for alias, value in proto.defaults.items()}
+
+
+class SavedModelBundle:
+    """A loaded SavedModel: a session over its MetaGraph, run by signature name.
+
+    Thread-safe: :meth:`run` may be called from any number of threads at once.
+    """
+
+    def __init__(self, session: Any, meta_graph: meta_graph_pb2.MetaGraphDef, export_dir: str):
+        self.session = session
+        self.meta_graph = meta_graph
+        self.export_dir = export_dir
+        self._signatures = {key: _Signature(key, sig)
+                            for key, sig in meta_graph.signature_def.items()}
+        self._callables: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def signature_defs(self) -> Mapping[str, meta_graph_pb2.SignatureDef]:
+        """The MetaGraph's ``SignatureDef`` map (key -> proto)."""
+        return self.meta_graph.signature_def
+
+    def run(self, signature_key: str, inputs: Mapping[str, Any],
+            output_filter: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Runs signature ``signature_key``; returns ``{output alias: array}``.
+
+        ``inputs`` maps input aliases to arrays (cast to the signature's dtypes when numpy
+        can do so without changing kind, e.g. float64 -> float32; a value TensorFlow cannot
+        feed is reported as TensorFlow reports it). ``output_filter`` names the outputs to
+        fetch (default: all). String outputs are object arrays of ``bytes``.
+        """
+        if self._closed:
+            raise ServingError("FAILED_PRECONDITION", "Attempted to use a closed Session.")
+        sig = self._signatures.get(signature_key)
+        if sig is None:  # predict_util.cc RunPredict
+            raise ServingError("FAILED_PRECONDITION",
+                               f'Serving signature key "{echo(signature_key)}" not found.')
+        feed_aliases, feed_values = _feeds(sig, inputs)
+        fetch_aliases = _fetches(sig, output_filter)
+        call = self._callables.get((signature_key, feed_aliases, fetch_aliases))
+        if call is None:
+            call = self._new_callable(sig, feed_aliases, fetch_aliases)
+        try:
+            values = call(*feed_values)
+        except tf.errors.OpError as err:
+            raise ServingError(CODE_NAMES.get(err.error_code, "UNKNOWN"),
+                               _op_message(err)) from None
+        except UnicodeDecodeError as err:
+            # TensorFlow's binding cannot turn a status whose message has non-UTF-8 bytes
+            # into an OpError, and the code is lost. Such bytes come from input data that an
+            # op echoes while rejecting it ("Could not parse example input, value: '...'",
+            # StringToNumber, ...): those ops report INVALID_ARGUMENT.
+            message = err.object.decode("utf-8", "backslashreplace") if isinstance(
+                err.object, bytes) else str(err)
+            raise ServingError("INVALID_ARGUMENT", message.strip()) from None
+        if len(values) != len(fetch_aliases):  # predict_util.cc PostProcessPredictionResult
+            raise ServingError("UNKNOWN", "Predict internal error")
+        return {alias: _output_array(value)
+                for alias, value in zip(fetch_aliases, values, strict=True)}
+
+    def _new_callable(self, sig: _Signature, feeds: tuple[str, ...],
+                      fetches: tuple[str, ...]) -> Any:
+        """The callable for (signature, fed aliases, fetched aliases), cached if room is left."""
+        proto = sig.proto
+        feed_names = [_dense_name(proto.inputs[a], "input", a, sig.key) for a in feeds]
+        fetch_names = [_dense_name(proto.outputs[a], "output", a, sig.key) for a in fetches]
+        cache_key = (sig.key, feeds, fetches)
+        with self._lock:
+            call = self._callables.get(cache_key)
+            if call is None:
+                try:
+                    call = _lenient_callable(self.session, feed_names, fetch_names)
+                except tf.errors.OpError as err:  # e.g. a tensor name not in the graph
+                    raise ServingError(CODE_NAMES.get(err.error_code, "UNKNOWN"),
+                                       _op_message(err)) from None
+                if len(self._callables) < MAX_CACHED_CALLABLES:
+                    self._callables[cache_key] = call
+        return call
+
+    def close(self) -> None:
+        """Releases the callables and closes the session; call when no run is in progress."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._callables.clear()
+        self.session.close()
+
+    def __enter__(self) -> SavedModelBundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _feeds(sig: _Signature, inputs: Mapping[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
+    """Fed aliases (sorted) and their values, checked as TF Serving checks a request."""
+    order = sig.input_order
+    if len(inputs) == len(order):  # the common case: every input given, by its alias
+        try:
+            return order, [_cast(a, inputs[a], sig.input_dtypes[a]) for a in order]
+        except KeyError:
+            pass  # an unknown alias: the checks below say which
+    # predict_util.cc VerifyRequestInputsSize.
+    if len(inputs) > len(order) or (len(inputs) < len(order) and not sig.defaults):
+        sent, wanted = set(inputs), set(order)
+        raise ServingError(
+            "INVALID_ARGUMENT",
+            f"input size does not match signature: {len(inputs)}!={len(order)} "
+            f"len({{{_join(sent)}}}) != len({{{_join(wanted)}}}). "
+            f"Sent extra: {{{_join(sent - wanted)}}}. "
+            f"Missing but required: {{{_join(wanted - sent)}}}.")
+    values: list[Any] = []
+    used = 0
+    # tensorflow/cc/saved_model/util.cc GetInputValues: every signature input from the
+    # request, else from the signature's defaults.
+    for alias in order:
+        if alias in inputs:
+            used += 1
+            values.append(_cast(alias, inputs[alias], sig.input_dtypes[alias]))
+        elif alias in sig.defaults:
+            values.append(sig.defaults[alias])
+        else:
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"Signature input alias: {alias}(feed name: {sig.input_names[alias]}) not "
+                f"found in request and no default value provided. Inputs expected to be "
+                f"in the request {{{_join(inputs)}}}, or default input alias set: "
+                f"{_join(sig.defaults)}")
+    if inputs and used != len(inputs):
+        raise ServingError(
+            "INVALID_ARGUMENT",
+            f"Inputs contains invalid name. Used request inputs: "
+            f"{_join(a for a in inputs if a in sig.input_names)}, request input: "
+            f"{_join(inputs)}")
+    return order, values
+
+
+def _fetches(sig: _Signature, output_filter: Sequence[str] | None) -> tuple[str, ...]:
+    """Output aliases to fetch, checked as ``predict_util.cc`` PreProcessPrediction does."""
+    if not output_filter:
+        return sig.output_order
+    if isinstance(output_filter, str):
+        raise TypeError("output_filter must be a sequence of output aliases, not a string")
+    seen: set[str] = set()
+    for alias in output_filter:
+        if alias not in sig.outputs:
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"output tensor alias not found in signature: {echo(alias)} Outputs expected "
+                f"to be in the set {{{_join(sig.outputs)}}}.")
+        if alias in seen:
+            raise ServingError("INVALID_ARGUMENT", f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+    return tuple(output_filter)
+
+
+def _dense_name(info: Any, kind: str, alias: str, key: str) -> str:
+    if info.WhichOneof("encoding") != "name":
+        raise ServingError("UNIMPLEMENTED",
+                           f"Signature '{key}' {kind} '{alias}' is a "
+                           f"{info.WhichOneof('encoding')} tensor; only dense tensors can be "
+                           "fed and fetched")
+    return info.name
+
+
+def _numpy_dtype(dtype_enum: int) -> np.dtype | None:
+    """The numpy dtype requests are cast to; None for strings and non-numeric types."""
+    try:
+        dtype = tf.dtypes.as_dtype(dtype_enum)
+    except TypeError:  # DT_INVALID and other values without a tf.DType
+        return None
+    if dtype == tf.string or not dtype.is_numpy_compatible or dtype.is_quantized:
+        return None
+    if not (dtype.is_bool or dtype.is_integer or dtype.is_floating or dtype.is_complex):
+        return None
+    return np.dtype(dtype.as_numpy_dtype)
+
+
+def _cast(alias: str, value: Any, dtype: np.dtype | None) -> Any:
+    """``value`` as an array of ``dtype`` when numpy casts it without changing its kind.
+
+    Anything else (a string into a float input, a float into an int input) is fed as it is,
+    and TensorFlow rejects it as TF Serving's session would: ``INVALID_ARGUMENT: Type
+    mismatch: actual double vs. expect int32``.
+    """
+    array = np.asarray(value)
+    if dtype is None or array.dtype == dtype:
+        return array
+    if not np.can_cast(array.dtype, dtype, casting="same_kind"):
+        return array
+    if array.dtype.kind in "iu" and dtype.kind in "iu" and array.size:
+        info = np.iinfo(dtype)
+        low, high = array.min(), array.max()
+        if low < info.min or high > info.max:
+            raise ServingError("INVALID_ARGUMENT",
+                               f"input '{alias}': value {low if low < info.min else high} is "
+                               f"out of range for {dtype.name}")
+    return array.astype(dtype)
+
+
+def _output_array(value: Any) -> np.ndarray:
+    """A fetched value as an array: strings as object arrays of bytes (scalars too)."""
+    if isinstance(value, bytes):
+        return np.asarray(value, dtype=object)
+    return np.asarray(value)
+
+
+def _join(names: Any) -> str:
+    """Names sorted and comma-joined, as ``absl::StrJoin`` over a ``std::set``."""
+    return ",".join(sorted(echo(str(n)) for n in names))
+
+
+def _op_message(err: Any) -> str:
+    """A TensorFlow error's own message, without anything Python added to it."""
+    message = str(getattr(err, "message", "") or err).strip()
+    # Session.run's Python path appends "Original stack trace ..." / op definition sites;
+    # the C API callable does not, but cut defensively: they name server source files.
+    for marker in ("\n\nOriginal stack trace", "\nDetected at node", "\n\nErrors may have "):
+        cut = message.find(marker)
+        if cut >= 0:
+            message = message[:cut].rstrip()
+    return message
