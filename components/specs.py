@@ -88,6 +88,8 @@ class ExportSpec(_Spec):
     args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     signatures: tuple[SignatureDecl, ...] = ()
     assets: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # REST request bodies (the catalog's examples), written as TF Serving warmup requests.
+    warmup_requests: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,20 @@ Layout of ``servables/catalog.yaml``::
 A signature value is either a method name or a mapping
 ``{method: NAME, inputs: {ARG: {dtype: DTYPE, shape: [..]}}}``; ``inputs``
 is the input signature for methods that have none (the seed's
-``Randomizer.fun_runif``).
+``Randomizer.fun_runif``). For a Keras model, ``method: call`` calls the
+model as a whole with the declared inputs (by name for models with named
+inputs).
+
+Paths: every relative path in the catalog starts at ``base_dir`` (itself
+relative to the catalog file's directory), never at the current directory.
+That includes ``args``: a string argument naming an existing file or
+directory under ``base_dir`` (e.g. ``data/vocab.txt``), or written
+``{path: FILE}``, reaches the constructor as an absolute path; ``{asset: NAME}``
+gives the constructor the path of the entry's asset ``NAME`` (e.g. a
+``StringLookup`` vocabulary, needed while the object is built).
+
+Numbers: YAML 1.1, which PyYAML implements, reads ``1e-6`` as a string; the
+catalog is read with YAML 1.2's number forms (``1e-6``, ``1.0e-6``, ``.5``).
 
 Decision: the catalog is a list (not a mapping keyed by name) because YAML
 loaders silently keep the last of two equal keys; a list lets duplicate
@@ -79,6 +92,23 @@ _EXPECT_KEYS = ("response", "tolerance", "shape", "range", "vocabulary", "dtype"
 _CHECK_KEYS = ("random", "formats", "latency_budget_ms", "warm_calls", "batch_sizes")
 _SERVING_KEYS = ("version_policy", "versions", "labels", "keep")
 _TOP_KEYS = ("base_dir", "servables")
+_ARG_MARKERS = ("path", "asset")  # {path: FILE} / {asset: NAME} in args
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus YAML 1.2's float forms.
+
+    YAML 1.1 (PyYAML) needs a dot and a signed exponent for a float, so
+    ``1e-6`` and ``1e3`` load as strings; YAML 1.2's core schema, and every
+    JSON parser, read them as numbers. ``add_implicit_resolver`` copies the
+    resolver table for this subclass: ``yaml.safe_load`` is not changed.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 class CatalogError(ValueError):
@@ -108,7 +138,8 @@ class CatalogEntry:
     def export_spec(self) -> ExportSpec:
         """What ExportServable needs."""
         return ExportSpec(self.name, self.module, self.object, dict(self.args),
-                          self.signatures, dict(self.assets))
+                          self.signatures, dict(self.assets),
+                          tuple(e.request for e in self.examples))
 
     def evaluation_spec(self) -> EvaluationSpec:
         """What ServableEvaluator needs, example bodies inlined."""
@@ -147,6 +178,8 @@ class Catalog:
         files = sorted(set(module_sources(os.path.join(self.base_dir, servable.module),
                                           self.base_dir)))
         files += sorted(os.path.join(self.base_dir, p) for p in servable.assets.values())
+        files += sorted(f for p in set(arg_paths(servable.args))
+                        for f in _tree_files(os.path.join(self.base_dir, p)))
         for path in files:
             digest.update(os.path.relpath(path, self.base_dir).encode())
             with open(path, "rb") as f:
@@ -161,7 +194,7 @@ def load_catalog(path: str | None = None) -> Catalog:
         raise CatalogError(None, "catalog", f"file not found: {path}")
     with open(path, encoding="utf-8") as f:
         try:
-            document = yaml.safe_load(f)
+            document = yaml.load(f, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as e:
             raise CatalogError(None, "catalog", f"{path} is not valid YAML: {e}") from e
     if not isinstance(document, dict):
@@ -183,6 +216,23 @@ def load_catalog(path: str | None = None) -> Catalog:
         seen.add(servable.name)
         servables.append(servable)
     return Catalog(path=path, base_dir=base_dir, servables=tuple(servables))
+
+
+def arg_paths(args: Any) -> list[str]:
+    """The files and directories that ``{path: ...}`` markers in ``args`` name."""
+    if isinstance(args, dict):
+        if set(args) == {"path"}:
+            return [args["path"]]
+        return [p for value in args.values() for p in arg_paths(value)]
+    if isinstance(args, (list, tuple)):
+        return [p for value in args for p in arg_paths(value)]
+    return []
+
+
+def _tree_files(path: str) -> list[str]:
+    if os.path.isfile(path):
+        return [path]
+    return sorted(os.path.join(root, f) for root, _, files in os.walk(path) for f in files)
 
 
 def module_sources(module_path: str, base_dir: str) -> list[str]:
@@ -259,6 +309,42 @@ def _parse_entry(entry: Any, index: int, base_dir: str) -> CatalogEntry:
         checks=_parse_checks(name, entry.get("checks") or {}),
         serving=_parse_serving(name, entry.get("serving") or {}),
     )
+
+
+def _parse_arg(name: str, field: str, raw: Any, base_dir: str, assets: Mapping[str, str]) -> Any:
+    """An argument value, with its paths made explicit: ``{path: FILE}`` or ``{asset: NAME}``.
+
+    The exporter turns both into absolute paths under its own base_dir, so a
+    constructor never sees a path that depends on the current directory.
+    """
+    if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) in _ARG_MARKERS:
+        kind, value = next(iter(raw.items()))
+        if kind == "asset":
+            if value not in assets:
+                known = ", ".join(assets) or "none: add an 'assets' entry"
+                raise CatalogError(name, f"{field}.asset", f"unknown asset {value!r}"
+                                   f"{_suggest(str(value), list(assets))} (assets of this "
+                                   f"servable: {known})")
+            return {"asset": value}
+        return {"path": _relative_path(name, f"{field}.path", value, base_dir)}
+    if isinstance(raw, dict):
+        return {k: _parse_arg(name, f"{field}.{k}", v, base_dir, assets) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_parse_arg(name, f"{field}[{i}]", v, base_dir, assets)
+                for i, v in enumerate(raw)]
+    if _looks_like_project_path(raw, base_dir):
+        return {"path": os.path.normpath(raw)}
+    return raw
+
+
+def _looks_like_project_path(raw: Any, base_dir: str) -> bool:
+    """A relative path (with a '/' or a '.') to something that exists under base_dir."""
+    if not isinstance(raw, str) or not raw or os.path.isabs(raw) or "://" in raw:
+        return False
+    if "/" not in raw and "." not in raw:
+        return False  # a bare word ("relu", "data") is a value, not a path
+    path = os.path.normpath(raw)
+    return not path.startswith("..") and os.path.exists(os.path.join(base_dir, path))
 
 
 def _parse_signatures(name: str, raw: Any) -> tuple[SignatureDecl, ...]:
@@ -468,6 +554,16 @@ def _parse_serving(name: str, raw: Any) -> ServingSpec:
 
 
 def _relative_file(name: str, field: str, raw: Any, base_dir: str, suffix: str = "") -> str:
+    path = _relative_path(name, field, raw, base_dir)
+    if suffix and not path.endswith(suffix):
+        raise CatalogError(name, field, f"{raw!r} must be a {suffix} file")
+    if not os.path.isfile(os.path.join(base_dir, path)):
+        raise CatalogError(name, field, f"{raw!r} is a directory, not a file (in {base_dir})")
+    return path
+
+
+def _relative_path(name: str, field: str, raw: Any, base_dir: str) -> str:
+    """A file or directory path relative to base_dir, inside it, that exists."""
     if not isinstance(raw, str) or not raw:
         raise CatalogError(name, field, f"{raw!r} must be a file path")
     if os.path.isabs(raw):
@@ -476,10 +572,10 @@ def _relative_file(name: str, field: str, raw: Any, base_dir: str, suffix: str =
     path = os.path.normpath(raw)
     if path.startswith(".."):
         raise CatalogError(name, field, f"{raw!r} must stay inside base_dir ({base_dir})")
-    if suffix and not path.endswith(suffix):
-        raise CatalogError(name, field, f"{raw!r} must be a {suffix} file")
-    if not os.path.isfile(os.path.join(base_dir, path)):
-        raise CatalogError(name, field, f"file not found: {raw} (looked in {base_dir})")
+    if not os.path.exists(os.path.join(base_dir, path)):
+        raise CatalogError(name, field, f"file not found: {raw} (looked in {base_dir}, the "
+                           "catalog's base_dir; relative paths never start at the current "
+                           "directory)")
     return path
 
 

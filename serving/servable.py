@@ -2,36 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from serving import dispatch
-from tfserving import json_tensor
-from tfserving.saved_model import (
-    input_tensors,
-    metadata_json,
-    output_arrays,
-    read_meta_graph,
-    signature_specs,
-)
-from tfserving.status import CODE_NAMES, ServingError, echo, invalid_argument, tf_error_message
+from tfserving import json_tensor, warmup
+from tfserving.bundle import load_bundle
+from tfserving.saved_model import metadata_json, signature_specs
+from tfserving.status import echo, invalid_argument
 
 
 class Servable:
     """A loaded version: ``signatures``, ``metadata_body``, :meth:`run`, and where calls run."""
 
-    def __init__(self, name: str, version: int, path: str):
-        import tensorflow as tf
-
+    def __init__(self, name: str, version: int, path: str, *, intra_op_threads: int = 0,
+                 inter_op_threads: int = 0):
         self.name = name
         self.version = version
-        meta_graph = read_meta_graph(path)
+        self.path = path
+        # Loaded as TF Serving loads a version: a Session over the serve MetaGraph, with its
+        # init op and assets; signatures run by their tensor names (tfserving.bundle).
+        self._bundle = load_bundle(path, intra_op_threads=intra_op_threads,
+                                   inter_op_threads=inter_op_threads)
+        meta_graph = self._bundle.meta_graph
         self.signatures = signature_specs(meta_graph)
+        # The SignatureDef protos, for gRPC's GetModelMetadata (copies: holding the map
+        # itself would keep the whole MetaGraphDef alive).
+        self.signature_defs = {key: type(sig).FromString(sig.SerializeToString())
+                               for key, sig in meta_graph.signature_def.items()}
         self.metadata_body = json_tensor.dumps(metadata_json(name, version, meta_graph))
-        self._loaded = tf.saved_model.load(path, tags=["serve"])
-        self._functions = dict(self._loaded.signatures)
-        warmup_seconds: dict[str, float] = {}
+        # As TF Serving: replay the warmup requests; a failure fails the load.
+        warmup_seconds = warmup.replay(warmup.read(path), self.run, self.signatures)
         self.inline, self.dispatch = dispatch.choose(
             self.signatures, dispatch.graph_op_types(meta_graph.graph_def), warmup_seconds)
 
@@ -44,25 +46,12 @@ class Servable:
                                    "signature def")
         return sig
 
-    def run(self, key: str, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Calls signature ``key`` on numpy inputs; returns numpy outputs.
+    def run(self, key: str, tensors: Mapping[str, np.ndarray],
+            output_filter: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Calls signature ``key`` on numpy inputs; returns numpy outputs (all, or those of
+        ``output_filter``). Errors are TF Serving's (``ServingError``).
 
-        TensorFlow releases the GIL while it computes, so calls from several
-        threads run in parallel.
+        One session serves every call; TensorFlow releases the GIL while it computes, so
+        calls from several threads run in parallel.
         """
-        import tensorflow as tf
-
-        function = self._functions.get(key)
-        sig = self.signatures[key]
-        if function is None:
-            raise invalid_argument(f"Signature '{echo(key)}' cannot be called "
-                                   "(it has no callable function in the SavedModel)")
-        feeds = input_tensors(sig, tensors)
-        try:
-            result = function(**feeds)
-        except tf.errors.OpError as err:
-            raise ServingError(CODE_NAMES.get(err.error_code, "UNKNOWN"),
-                               tf_error_message(err.message)) from None
-        except (TypeError, ValueError) as err:
-            raise invalid_argument(f"Cannot call signature '{key}': {err}") from None
-        return output_arrays(result)
+        return self._bundle.run(key, tensors, output_filter)

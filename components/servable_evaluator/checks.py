@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from components.specs import Checks, EvaluationSpec, Example, Expectation
-from tfserving import json_tensor, saved_model
+from tfserving import json_tensor, saved_model, warmup
 from tfserving.json_tensor import encode_b64
 from tfserving.status import ServingError, invalid_argument, tf_error_message
 
@@ -169,7 +169,25 @@ def evaluate(saved_model_dir: str, spec: EvaluationSpec) -> dict[str, Any]:
         if key not in by_signature:
             calls.extend(_run_generated(sig, settings, rec, report["latency_ms"]))
         entry["formats"] = _check_formats(sig, calls, settings, rec)
+    _check_warmup(saved_model_dir, loaded, specs, rec)
     return _finish(report, rec)
+
+
+def _check_warmup(saved_model_dir: str, loaded: Any,
+                  specs: Mapping[str, json_tensor.SignatureSpec], rec: _Recorder) -> None:
+    """The warmup file parses and every record runs, as TF Serving requires to load."""
+    def run(key: str, arrays: Mapping[str, np.ndarray]) -> Any:
+        return loaded.signatures[key](**saved_model.input_tensors(specs[key], arrays))
+
+    try:
+        logs = warmup.read(saved_model_dir)
+        if not logs:
+            return
+        warmup.replay(logs, run, specs)
+    except Exception as e:  # a failing record is a verdict: TF Serving would not load it
+        rec.add("warmup", None, None, False, f"{warmup.FILE_NAME}: {_error_text(e)}")
+        return
+    rec.add("warmup", None, None, True, f"{len(logs)} warmup request(s) replayed")
 
 
 # --- loading and structure -------------------------------------------------------------------
