@@ -468,7 +468,7 @@ def test_generated_examples_for_signatures_without_one():
     examples = media["content"]["application/json"]["examples"]
     assert examples == {"serving_default (generated)": {
         "summary": "Zeros shaped as signature 'serving_default' declares (generated)",
-        "value": {"inputs": {"data": [""], "times": [0]}}}}
+        "value": {"inputs": {"data": [""], "times": [0]}}, openapi.GENERATED: True}}
     assert openapi.generated_request(_sig("big", {"x": ("DT_FLOAT", (-1, 224, 224, 3))},
                                           {"y": ("DT_FLOAT", (-1,))})) is None
 

@@ -83,6 +83,7 @@ _METHOD_ACTIONS = {json_tensor.CLASSIFY_METHOD: "classify", json_tensor.REGRESS_
 _MAX_GENERATED_ELEMENTS = 64
 # TF2's signature for the SavedModel's init op: listed by GetModelMetadata, never callable.
 INIT_OP_KEY = "__saved_model_init_op"
+GENERATED = "x-generated"  # marks an example made up from the declared shapes
 _NONFINITE_NOTE = ("Non-finite values are the tokens NaN, Infinity and -Infinity (not standard "
                    "JSON; TF Serving reads and writes them).")
 
@@ -479,6 +480,24 @@ def generated_request(sig: SignatureSpec) -> dict[str, Any] | None:
 # ------------------------------------------------------------------- documents
 
 
+def document_examples(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The named example requests of a document's ``:predict`` operations (not generated).
+
+    For building a document again (e.g. for other signatures) with the same examples.
+    """
+    found: dict[str, Any] = {}
+    for path, item in doc.get("paths", {}).items():
+        if not path.endswith(":predict"):
+            continue
+        for operation in item.values():
+            content = operation.get("requestBody", {}).get("content", {})
+            for name, example in content.get("application/json", {}).get(
+                    "examples", {}).items():
+                if not example.get(GENERATED) and "value" in example:
+                    found.setdefault(name, example["value"])
+    return found
+
+
 _ERROR_RESPONSES = {
     "BadRequest": "Bad request: malformed JSON, a body that does not fit the signature, an "
                   "unknown signature, or inputs the graph rejected (TensorFlow's message).",
@@ -550,7 +569,7 @@ def version_document(model: str, version: int, signatures: Mapping[str, Signatur
                 mine = {f"{key} (generated)": generated}
                 media_examples[f"{key} (generated)"] = {
                     "summary": f"Zeros shaped as signature '{key}' declares (generated)",
-                    "value": generated}
+                    "value": generated, GENERATED: True}
         for name, body in mine.items():
             if name in examples:
                 media_examples[name] = {"summary": f"{name} (signature '{key}')", "value": body}
