@@ -1,13 +1,14 @@
-"""Pipeline benchmark: ``runner.py`` against the plain-script baseline, as ratios.
+"""Pipeline benchmark: ``runner.py`` against the minimal plain-script floor, as ratios.
 
 Every measurement is a fresh process, as a user runs it: ``python runner.py
 --output-dir OUT --catalog PROJECT/servables/catalog.yaml`` and ``python
-bench/plain_export.py``. Wall time comes from the parent, peak RSS from the child's
-rusage (``os.wait4``). Each round uses its own copy of ``servables/`` and ``data/``
-and alternates pipeline and baseline runs:
+bench/plain_export.py`` (the floor: no project code at all). Wall time comes from the
+parent, CPU time and peak RSS from the child's rusage (``os.wait4``). Each round uses its
+own copy of ``servables/`` and ``data/`` and alternates pipeline and floor runs:
 
-    pipeline cold -> baseline -> pipeline unchanged -> baseline
-    -> (edit randomizer.py: maxval) pipeline one-changed -> baseline
+    pipeline cold -> floor -> pipeline unchanged -> floor
+    -> (edit randomizer.py: maxval) pipeline one-changed -> floor
+    -> bench/project_export.py (the project's export code without orchestration)
 
 Exports and pushes are counted from the summary table the runner prints.
 
@@ -115,13 +116,25 @@ def run_pipeline(project: str, output_dir: str, extra: Sequence[str] = ()) -> di
     return result
 
 
-def run_baseline(project: str, serving_root: str) -> dict[str, Any]:
-    """One ``bench/plain_export.py`` run into a fresh serving root."""
+def run_baseline(project: str, serving_root: str, hub: str) -> dict[str, Any]:
+    """One run of the floor, ``bench/plain_export.py``, into a fresh serving root."""
     result = run_measured([PYTHON, os.path.join(ROOT, "bench", "plain_export.py"),
+                           "--serving-dir", serving_root,
+                           "--data-dir", os.path.join(project, "data"), "--hub-module", hub])
+    if result["returncode"] != 0:
+        raise RuntimeError(f"plain_export.py failed: {result['stderr_tail']}")
+    result["detail"] = json.loads(result.pop("stdout").strip().splitlines()[-1])
+    del result["stderr_tail"]
+    return result
+
+
+def run_project_export(project: str, serving_root: str) -> dict[str, Any]:
+    """One ``bench/project_export.py`` run: the project's export code, no orchestration."""
+    result = run_measured([PYTHON, os.path.join(ROOT, "bench", "project_export.py"),
                            "--serving-dir", serving_root,
                            "--catalog", os.path.join(project, "servables", "catalog.yaml")])
     if result["returncode"] != 0:
-        raise RuntimeError(f"plain_export.py failed: {result['stderr_tail']}")
+        raise RuntimeError(f"project_export.py failed: {result['stderr_tail']}")
     result["detail"] = json.loads(result.pop("stdout").strip().splitlines()[-1])
     del result["stderr_tail"]
     return result
@@ -170,16 +183,27 @@ def summarize(samples: dict[str, list[dict[str, Any]]],
               imports: list[dict[str, float]]) -> dict[str, Any]:
     """Medians, ratios to the baseline median, peak RSS, exports/pushes per scenario."""
     base = _median([s["seconds"] for s in samples["baseline"]])
+    base_cpu = _median([s["cpu_s"] for s in samples["baseline"]])
     summary: dict[str, Any] = {
-        "baseline": {"median_s": base,
+        "baseline": {"median_s": base, "cpu_s": base_cpu,
                      "peak_rss_mb": max(s["peak_rss_mb"] for s in samples["baseline"]),
                      "import_s": _median([s["detail"]["import_s"] for s in samples["baseline"]]),
                      "runs": len(samples["baseline"])}}
+    project = samples.get("project_export") or []
+    if project:
+        median = _median([s["seconds"] for s in project])
+        cpu = _median([s["cpu_s"] for s in project])
+        summary["project_export"] = {
+            "median_s": median, "ratio": median / base, "cpu_s": cpu,
+            "cpu_ratio": cpu / base_cpu, "runs": len(project),
+            "peak_rss_mb": max(s["peak_rss_mb"] for s in project)}
     for scenario in SCENARIOS:
         runs = samples[scenario]
         median = _median([s["seconds"] for s in runs])
+        cpu = _median([s["cpu_s"] for s in runs])
         summary[scenario] = {
             "median_s": median, "ratio": median / base, "runs": len(runs),
+            "cpu_s": cpu, "cpu_ratio": cpu / base_cpu,
             "peak_rss_mb": max(s["peak_rss_mb"] for s in runs),
             "exports": sorted({e for s in runs for e in s["exports"]}),
             "max_exports": max(len(s["exports"]) for s in runs),
@@ -211,12 +235,18 @@ _BUCKETS = (  # a stack goes to the first bucket (in this order) one of its fram
     ("export: tf.saved_model.save", "save (tensorflow/python/saved_model/save.py"),
     ("export: trace signatures", "_concrete_function (components/export_servable"),
     ("export: build object (hub.load)", "servables/mobilenet.py"),
-    ("evaluate: tf.saved_model.load", "load (tensorflow/python/saved_model/load.py"),
+    ("evaluate: load the SavedModel", ("load (tensorflow/python/saved_model/load.py",
+                                       "load (tensorflow/python/saved_model/loader_impl.py")),
     ("evaluate: calls and checks", "evaluate (components/servable_evaluator"),
     ("push: copy, fingerprint, models.config", "Do (components/versioned_pusher"),
     ("export: other", "Do (components/export_servable"),
     ("TFX launcher: MLMD, caching, publish", "launch (portable/launcher.py"),
-    ("imports", "_find_and_load ("),
+    ("imports: tfx.components (every standard component, TFMA, TFDV, ...)",
+     "<module> (tfx/components/__init__.py"),
+    ("imports: tfx.types.standard_component_specs (TFMA, TFDV)",
+     "<module> (tfx/types/standard_component_specs.py"),
+    ("imports: TensorFlow (with Keras)", "<module> (tensorflow/__init__.py"),
+    ("imports: the rest (TFX, Beam, ML Metadata, ...)", "_find_and_load ("),
     ("Beam DirectRunner", "apache_beam/"),
 )
 
@@ -239,8 +269,9 @@ def profile_breakdown(raw_path: str, rate: int) -> dict[str, float]:
             if not frames or not frames[0].startswith("<module> (runner.py"):
                 continue  # other threads
             bucket = "other"
-            for name, needle in _BUCKETS:
-                if any(needle in frame for frame in frames):
+            for name, needles in _BUCKETS:
+                needles = (needles,) if isinstance(needles, str) else needles
+                if any(n in frame for frame in frames for n in needles):
                     bucket = name
                     break
             seconds[bucket] = seconds.get(bucket, 0.0) + int(count) / rate
@@ -253,17 +284,20 @@ def bench_pipeline(rounds: int = 3, work: str | None = None, profile_dir: str | 
     work = work or tempfile.mkdtemp(prefix="bench-pipeline-")
     hub = ensure_hub_standin()
     import_split()  # warms the page cache: the first timed run must not pay for the disk
-    samples: dict[str, list[dict[str, Any]]] = {k: [] for k in (*SCENARIOS, "baseline")}
+    samples: dict[str, list[dict[str, Any]]] = {
+        k: [] for k in (*SCENARIOS, "baseline", "project_export")}
     imports = []
     serving_root = ""
     for i in range(rounds):
         project = make_project(work, f"round{i}")
         out = os.path.join(project, "outputs")
         steps = [("cold", None), ("baseline", "a"), ("unchanged", None), ("baseline", "b"),
-                 ("one_changed", None), ("baseline", "c")]
+                 ("one_changed", None), ("baseline", "c"), ("project_export", None)]
         for scenario, tag in steps:
             if scenario == "baseline":
-                sample = run_baseline(project, os.path.join(project, f"plain-{tag}"))
+                sample = run_baseline(project, os.path.join(project, f"plain-{tag}"), hub)
+            elif scenario == "project_export":
+                sample = run_project_export(project, os.path.join(project, "project-export"))
             else:
                 if scenario == "one_changed":
                     change_one_servable(project)
@@ -272,7 +306,7 @@ def bench_pipeline(rounds: int = 3, work: str | None = None, profile_dir: str | 
             log(f"  round {i + 1}/{rounds} {scenario:<12} {sample['seconds']:6.1f} s  "
                 f"peak RSS {sample['peak_rss_mb']:6.0f} MB"
                 + (f"  exports={len(sample['exports'])} pushes={len(sample['pushes'])}"
-                   if scenario != "baseline" else ""))
+                   if scenario in SCENARIOS else ""))
         imports.append(import_split())
         serving_root = os.path.join(out, "serving")
     result = {"samples": samples, "imports": imports, "hub_standin": hub,

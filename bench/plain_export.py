@@ -1,135 +1,122 @@
-"""The baseline: the pipeline's real work as a plain script, without any orchestration.
+"""The floor: the three seed servables exported and published by a minimal plain script.
 
-For every servable of the catalog: export it (the same ``export_servable`` the
-ExportServable component calls), load the SavedModel and call its signature once with
-the catalog's first example request, then publish it as ``<root>/<name>/1`` with an
-atomic rename (written in a hidden temp dir beside the version, fsynced, renamed).
-No TFX, no Beam, no ML Metadata, no caching: the floor the pipeline is measured against.
+No project code at all (issue 17): for each seed servable, build the object (the blog's
+``Adder``; its ``Randomizer`` with the ``N: int32 []`` signature declared; its MobileNet
+classifier over the hub module, with the labels file as a ``tf.saved_model.Asset``),
+``tf.saved_model.save`` it with its serving signature, ``tf.saved_model.load`` it back
+and call the signature once on a valid input, then copy the directory to
+``<root>/<name>/1`` through a temp dir and a rename. Nothing else: no catalog, no
+fingerprint, no checks beyond "the call returns", no ``clear_session``, no subprocess.
 
-    python bench/plain_export.py --serving-dir /tmp/root [--catalog C] [--servables a,b]
+    python bench/plain_export.py --serving-dir ROOT --data-dir DATA --hub-module PATH
 
-Prints one JSON line: per-step seconds and the import time.
+``DATA`` holds ``images/sample.jpg`` and ``labels/ImageNetLabels.txt`` (the project's
+``data/``); ``PATH`` is the MobileNet hub module (the stand-in the benchmark built, or any
+``hub.load`` handle). Prints one JSON line: import time and per-servable seconds.
 """
 
-from __future__ import annotations
-
-import argparse
-import base64
-import json
-import os
-import shutil
-import sys
-import tempfile
 import time
-from collections.abc import Mapping
-from typing import Any
 
 _STARTED = time.perf_counter()
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse  # noqa: E402 - the clock starts before any import
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_hub as hub  # noqa: E402
+
+_IMPORTED = time.perf_counter()
 
 
-def _decode_b64(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"b64"}:
-        return base64.b64decode(value["b64"])
-    if isinstance(value, list):
-        return [_decode_b64(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _decode_b64(v) for k, v in value.items()}
-    return value
+class Adder(tf.Module):
+    """The blog's Adder (``tf.flaot32`` typo fixed)."""
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None, 3], dtype=tf.float32, name="x")])
+    def sum_two(self, x):
+        return x + 2
 
 
-def request_inputs(request: Mapping[str, Any], signature: Any) -> dict[str, Any]:
-    """Keyword tensors for ``signature`` from a TF Serving REST body (row or columnar)."""
-    import tensorflow as tf
+class Randomizer(tf.Module):
+    """The blog's Randomizer."""
 
-    specs = signature.structured_input_signature[1]
-    if "instances" in request:
-        rows = _decode_b64(request["instances"])
-        if rows and isinstance(rows[0], dict):
-            columns = {name: [row[name] for row in rows] for name in specs}
-        else:
-            (name,) = specs
-            columns = {name: rows}
-    else:
-        inputs = _decode_b64(request["inputs"])
-        if isinstance(inputs, dict):
-            columns = inputs
-        else:
-            (name,) = specs
-            columns = {name: inputs}
-    return {name: tf.constant(columns[name], dtype=spec.dtype) for name, spec in specs.items()}
+    @tf.function
+    def fun_runif(self, N):  # noqa: N803 - the blog's name
+        return tf.random.uniform(shape=(N,))
 
 
-def _fsync_tree(root: str) -> None:
-    for dirpath, _, files in os.walk(root, topdown=False):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(dirpath)
+class CustomMobileNet_string(tf.keras.Model):  # noqa: N801 - the blog's name
+    """The blog's JPEG-bytes-to-label classifier over a hub module."""
+
+    def __init__(self, handle):
+        super().__init__()
+        self.model = hub.load(handle)
+        self.labels = None
+
+    @tf.function(input_signature=[tf.TensorSpec(shape=None, dtype=tf.string)])
+    def call(self, input_img):
+        def _preprocess(img_file):
+            img = tf.io.decode_jpeg(tf.reshape(img_file, []), channels=3)
+            img = tf.image.convert_image_dtype(img, tf.float32)
+            return tf.image.resize(img, (224, 224))
+
+        labels = tf.strings.split(tf.io.read_file(self.labels), sep="\n")
+        logits = self.model(_preprocess(input_img)[tf.newaxis, :])
+        return tf.map_fn(lambda x: labels[tf.argmax(x)], logits, fn_output_signature=tf.string)
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def export_all(catalog_path: str | None, serving_root: str,
-               servables: list[str] | None = None) -> dict[str, Any]:
-    """Exports, checks once and publishes every selected servable; returns timings."""
-    import tensorflow as tf
-
-    from components.export_servable.export import export_servable
-    from pipeline.catalog import load_catalog
-
-    imported = time.perf_counter()
-    catalog = load_catalog(catalog_path)
-    steps: dict[str, dict[str, float]] = {}
-    for servable in catalog.select(servables):
-        times: dict[str, float] = {}
-        model_root = os.path.join(serving_root, servable.name)
-        os.makedirs(model_root, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".tmp-", dir=model_root)
-        try:
-            t = time.perf_counter()
-            export_servable(servable.export_spec(), catalog.base_dir, staging)
-            times["export"] = time.perf_counter() - t
-
-            t = time.perf_counter()
-            signature = tf.saved_model.load(staging).signatures[servable.signatures[0].key]
-            outputs = signature(**request_inputs(servable.examples[0].request, signature))
-            for value in outputs.values():
-                value.numpy()
-            times["load_and_call"] = time.perf_counter() - t
-
-            t = time.perf_counter()
-            _fsync_tree(staging)
-            os.rename(staging, os.path.join(model_root, "1"))
-            _fsync_dir(model_root)
-            times["publish"] = time.perf_counter() - t
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        steps[servable.name] = times
-    return {"import_s": imported - _STARTED, "total_s": time.perf_counter() - _STARTED,
-            "steps": steps}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point."""
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serving-dir", required=True, help="a fresh serving root")
-    parser.add_argument("--catalog", default=None, help="servable catalog YAML")
-    parser.add_argument("--servables", default=None, help="comma-separated subset")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    names = [n for n in (args.servables or "").split(",") if n] or None
-    result = export_all(args.catalog, os.path.abspath(args.serving_dir), names)
-    print(json.dumps(result))
+    parser.add_argument("--serving-dir", required=True)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--hub-module", required=True)
+    parser.add_argument("--servables", default="sum_two,fun_runif,mobilenet_v2_test",
+                        help="comma-separated subset (for concurrency experiments)")
+    args = parser.parse_args()
+    root = os.path.abspath(args.serving_dir)
+    with open(os.path.join(args.data_dir, "images", "sample.jpg"), "rb") as f:
+        jpeg = f.read()
+
+    def mobilenet():
+        model = CustomMobileNet_string(args.hub_module)
+        model.labels = tf.saved_model.Asset(
+            os.path.join(args.data_dir, "labels", "ImageNetLabels.txt"))
+        return model, model.call.get_concrete_function(), {"input_img": tf.constant([jpeg])}
+
+    def randomizer():
+        obj = Randomizer()
+        sig = obj.fun_runif.get_concrete_function(tf.TensorSpec([], tf.int32, name="N"))
+        return obj, sig, {"N": tf.constant(5)}
+
+    def adder():
+        obj = Adder()
+        return obj, obj.sum_two.get_concrete_function(), {"x": tf.constant([[1.0, 2.0, 3.0]])}
+
+    seconds = {}
+    work = tempfile.mkdtemp(prefix="plain-export-")
+    try:
+        builders = {"sum_two": adder, "fun_runif": randomizer, "mobilenet_v2_test": mobilenet}
+        for name in args.servables.split(","):
+            build = builders[name]
+            t = time.perf_counter()
+            obj, signature, inputs = build()
+            saved = os.path.join(work, name)
+            tf.saved_model.save(obj, saved, signatures={"serving_default": signature})
+            loaded = tf.saved_model.load(saved)
+            loaded.signatures["serving_default"](**inputs)
+            model_root = os.path.join(root, name)
+            os.makedirs(model_root, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".tmp-", dir=model_root)
+            shutil.copytree(saved, staging, dirs_exist_ok=True)
+            os.rename(staging, os.path.join(model_root, "1"))
+            seconds[name] = time.perf_counter() - t
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps({"import_s": _IMPORTED - _STARTED, "steps_s": seconds,
+                      "total_s": time.perf_counter() - _STARTED}))
     return 0
 
 
