@@ -142,6 +142,9 @@ class ServingSpec(_Spec):
     versions: tuple[int, ...] = ()
     labels: Mapping[str, int] = dataclasses.field(default_factory=dict)
     keep: int | None = None  # None keeps every version
+    # The catalog's example requests (path -> REST body): the examples of each version's
+    # OpenAPI document (assets.extra/openapi.json, tfserving/openapi.py).
+    examples: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def model_config(self, name: str, base_path: str = "") -> ModelConfig:
         """This spec as ``name``'s models.config entry."""

@@ -298,16 +298,19 @@ def _parse_entry(entry: Any, index: int, base_dir: str) -> CatalogEntry:
     args = entry.get("args") or {}
     if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
         raise CatalogError(name, "args", f"{args!r} must be a mapping of keyword arguments")
+    assets = _parse_assets(name, entry.get("assets") or {}, base_dir)
+    examples = _parse_examples(name, entry.get("examples") or [], base_dir)
     return CatalogEntry(
         name=name,
         module=module,
         object=obj,
-        args=args,
+        args={k: _parse_arg(name, f"args.{k}", v, base_dir, assets) for k, v in args.items()},
         signatures=_parse_signatures(name, entry["signatures"]),
-        assets=_parse_assets(name, entry.get("assets") or {}, base_dir),
-        examples=_parse_examples(name, entry.get("examples") or [], base_dir),
+        assets=assets,
+        examples=examples,
         checks=_parse_checks(name, entry.get("checks") or {}),
-        serving=_parse_serving(name, entry.get("serving") or {}),
+        serving=dataclasses.replace(_parse_serving(name, entry.get("serving") or {}),
+                                    examples={e.path: e.request for e in examples}),
     )
 
 
