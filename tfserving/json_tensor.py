@@ -1,25 +1,49 @@
 """TF Serving's REST JSON formats: request bodies to arrays, arrays to response bodies.
 
-This follows ``tensorflow_serving/util/json_tensor.cc`` rule for rule, so that
-a request this server accepts is one TF Serving accepts, with the same result:
+This follows ``tensorflow_serving/util/json_tensor.cc`` rule for rule, so that a
+request is accepted here iff TF Serving accepts it, with the same tensors, and
+a response is written with the same text:
 
 - ``instances`` (row format): a list with one entry per batch item; a plain
   value per item when the signature has one input, an object ``{alias: value}``
-  per item otherwise. The inputs are stacked on a new 0th dimension. The
-  response is ``{"predictions": [...]}``: one value per item when there is one
-  output, one ``{alias: value}`` object per item otherwise.
-- ``inputs`` (columnar format): a value (one input) or ``{alias: value}``. The
-  response is ``{"outputs": value}`` or ``{"outputs": {alias: value}}``.
+  per item otherwise. Every item must have the size and shape of the first
+  ("Expecting tensor size ..." / "Expecting shape ..."); the items are stacked
+  on a new 0th dimension. The response is ``{"predictions": [...]}``: one value
+  per item when there is one output, one ``{alias: value}`` object per item
+  otherwise (``[]`` for a batch of 0).
+- ``inputs`` (columnar format): a value (one input) or ``{alias: value}``
+  (other keys are ignored). The response is ``{"outputs": value}`` or
+  ``{"outputs": {alias: value}}``.
+- Request shapes are not checked against the signature: the graph decides.
 - ``{"b64": "..."}`` is binary data for a ``DT_STRING`` tensor; outputs whose
   alias ends in ``_bytes`` are written that way.
-- Numbers must fit the dtype exactly (JSON ints beyond 2**24 are refused for
-  float32, 1e39 is refused for float32, 1.0 is refused for int32, ...).
+- Numbers: any JSON number feeds a float/double tensor (rounded to the
+  nearest; beyond float32's range it is +/-Infinity); integer tensors take
+  JSON integers in range (int32 range for int8/int16/uint8, which TensorFlow
+  then narrows as C does). ``NaN``/``Infinity``/``-Infinity`` (and rapidjson's
+  ``Inf``) are read and written as numbers.
+- Floats are written as TF Serving's ``WriteDecimal`` writes them: ``%g`` (six
+  significant digits) when that reads back to the same value, else ``%.9g``
+  (float) / ``%.17g`` (double); ``.0`` is added to whole numbers without an
+  exponent (``9e+06``, ``3e-05``, ``999999.0``, ``0.300000012``).
+- The body is parsed as rapidjson does with TF Serving's flags (iterative,
+  NaN/Inf, stop when done): keys other than ``signature_name``, ``instances``,
+  ``inputs``, ``context`` and ``examples`` are checked for syntax and ignored
+  at any depth, text after the top-level value is ignored, and parse errors
+  use rapidjson's wording ("JSON Parse error: Invalid value. at offset: 0").
+  Nothing here recurses on the request's nesting.
 - ``:classify`` / ``:regress`` take ``examples`` (+ optional ``context``) as
   JSON objects turned into ``tf.Example`` protos.
 
+Deliberate differences (each a request TF Serving mishandles): the body must
+be UTF-8 (TF Serving copies invalid bytes into strings and echoes them in
+invalid JSON), string outputs that are not UTF-8 are written with U+FFFD
+instead of raw bytes, tensors of rank > 32 (numpy's limit) are refused, and a
+duplicate key keeps its last value (rapidjson finds the first).
+
 It needs numpy and orjson only (TensorFlow is imported lazily, for
 ``tf.Example`` protos), so it can be tested without loading a model.
-Every problem with a request raises :class:`~serving.errors.ServingError`.
+Every problem with a request raises :class:`~tfserving.status.ServingError`.
 """
 
 from __future__ import annotations
@@ -27,6 +51,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,25 +73,32 @@ DEFAULT_SIGNATURE = "serving_default"
 # numpy (1.x) arrays have at most 32 dimensions; deeper JSON nesting is refused.
 MAX_RANK = 32
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# The top-level keys TF Serving reads (json_tensor.cc); others are only syntax-checked.
+REQUEST_KEYS = frozenset({"signature_name", "instances", "inputs", "context", "examples"})
 
-# DT_* name -> (TF's DataTypeString, numpy dtype, integer range or None).
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_UINT64_MAX = 2**64 - 1
+_INT32 = (-(2**31), 2**31 - 1)
+
+# DT_* name -> (TF's DataTypeString, numpy dtype, accepted JSON integer range or None).
+# As AddValueToTensor: int8/int16/uint8 take any int32 (rapidjson IsInt) and TensorFlow
+# narrows the int_val when it builds the tensor, as a C cast does.
 _DTYPES: dict[str, tuple[str, Any, tuple[int, int] | None]] = {
     "DT_FLOAT": ("float", np.float32, None),
     "DT_DOUBLE": ("double", np.float64, None),
-    "DT_INT8": ("int8", np.int8, (-(2**7), 2**7 - 1)),
-    "DT_INT16": ("int16", np.int16, (-(2**15), 2**15 - 1)),
-    "DT_INT32": ("int32", np.int32, (-(2**31), 2**31 - 1)),
+    "DT_INT8": ("int8", np.int8, _INT32),
+    "DT_INT16": ("int16", np.int16, _INT32),
+    "DT_INT32": ("int32", np.int32, _INT32),
     "DT_INT64": ("int64", np.int64, (_INT64_MIN, _INT64_MAX)),
-    "DT_UINT8": ("uint8", np.uint8, (0, 2**8 - 1)),
+    "DT_UINT8": ("uint8", np.uint8, _INT32),
     "DT_UINT32": ("uint32", np.uint32, (0, 2**32 - 1)),
-    "DT_UINT64": ("uint64", np.uint64, (0, 2**64 - 1)),
+    "DT_UINT64": ("uint64", np.uint64, (0, _UINT64_MAX)),
     "DT_BOOL": ("bool", np.bool_, None),
     "DT_STRING": ("string", object, None),
 }
-# Largest integer a float type holds exactly (TF Serving's IsLosslessDecimal).
-_LOSSLESS_INT = {"DT_FLOAT": 2**24 - 1, "DT_DOUBLE": 2**53 - 1}
+
+# numpy dtype name -> TF's DataTypeString, for outputs TF Serving cannot write to JSON.
+_NUMPY_TF_NAMES = {"float16": "half", "object": "string"}
 
 
 @dataclass(frozen=True)
@@ -105,62 +138,374 @@ def type_string(dtype: str) -> str:
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
-    """Parses a request body, which must be a JSON object.
+    """Parses a request body, which must be a JSON object, as TF Serving's ParseJson does.
 
-    Like TF Serving (rapidjson with ``kParseNanAndInfFlag``), ``NaN`` and
-    ``Infinity`` are accepted as numbers.
+    orjson parses ordinary bodies; anything it refuses (``NaN``/``Infinity``,
+    nesting deeper than 1024, text after the document, errors) goes to
+    :func:`_parse_rapidjson`, which accepts what rapidjson accepts and words
+    errors as rapidjson does. In that path only :data:`REQUEST_KEYS` are kept.
     """
-    if not body.strip():
+    if not body:
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as err:
-        doc = _parse_nonfinite(body, err)
+        doc = _parse_fallback(body, err)
     if type(doc) is not dict:
         raise invalid_argument(f"JSON Value: {snippet(doc)} Is not object")
     return doc
 
 
-def _parse_nonfinite(body: bytes, err: Exception) -> Any:
-    """Retries with the stdlib parser, which knows NaN/Infinity; else a 400."""
-    if b"NaN" in body or b"Infinity" in body:
+def _parse_fallback(body: bytes, err: orjson.JSONDecodeError) -> Any:
+    if str(err).startswith("unexpected content after document"):
+        # kParseStopWhenDoneFlag: whatever follows the top-level value is ignored.
         try:
-            doc = json.loads(body)
-            orjson.dumps(doc)  # rejects what orjson would: lone surrogates, over-deep nesting
+            return orjson.loads(body.decode("utf-8")[:err.pos])
+        except (UnicodeDecodeError, orjson.JSONDecodeError):
+            pass
+    elif b"NaN" in body or b"Infinity" in body:
+        # The stdlib's C parser knows NaN/Infinity/-Infinity (hooks for rapidjson's number
+        # rules would make it several times slower; a number beyond double range reads
+        # as +/-Infinity here, where rapidjson refuses it).
+        try:
+            doc = json.loads(body.decode("utf-8"))
+            # Refuses lone surrogates (as rapidjson), integers beyond 64 bits (rapidjson
+            # makes them doubles) and deep nesting: the rapidjson path takes those.
+            orjson.dumps(doc)
             return doc
         except (ValueError, RecursionError, TypeError, orjson.JSONEncodeError):
             pass
-    raise invalid_argument(f"JSON Parse error: {err}")
+    return _parse_rapidjson(body)
+
+
+def _json_int(text: str) -> int | float:
+    # rapidjson stores integers outside [-2**63, 2**64) as doubles.
+    if len(text) < 22:
+        value = int(text)
+        if _INT64_MIN <= value <= _UINT64_MAX:
+            return value
+    return _json_float(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("Number too big to be stored in double.")
+    return value
+
+
+class _Deep:
+    """A container nested too deep to build (> _MAX_BUILD_DEPTH); only its kind is kept."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+
+# Containers deeper than this inside a request key are validated but not built: no tensor
+# (rank <= 32, plus 'instances' and object levels) or tf.Example can be that deep.
+_MAX_BUILD_DEPTH = 64
+# Only single-character-class repeats: sre keeps state per iteration of a repeated group,
+# which on a hostile 64 MiB run costs gigabytes.
+_WS = re.compile(rb"[ \t\n\r]*")
+_STRING_PLAIN = re.compile(rb'[^"\\\x00-\x1f]*')
+_NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_NAN_INF = re.compile(rb"-?(?:NaN|Inf(?:inity)?)")
+_OPEN_RUN = re.compile(rb"\[[\[ \t\n\r]*")
+_CLOSE_RUN = re.compile(rb"[\]}][\]} \t\n\r]*")
+_CLOSERS = bytes.maketrans(b"[{", b"]}")
+_LITERALS = {0x74: (b"true", True), 0x66: (b"false", False), 0x6E: (b"null", None)}
+# Parser states.
+_VALUE, _VALUE_OR_END, _NAME_OR_END, _NAME, _COLON, _AFTER = range(6)
+_LBRACKET, _RBRACKET, _LBRACE, _RBRACE, _COMMA, _COLON_CHAR, _QUOTE, _BACKSLASH = b"[]{},:\"\\"
+_ARRAY_END = "Missing a comma or ']' after an array element."
+_OBJECT_END = "Missing a comma or '}' after an object member."
+
+
+def _parse_error(message: str, offset: int) -> ServingError:
+    return invalid_argument(f"JSON Parse error: {message} at offset: {offset}")
+
+
+def _parse_rapidjson(body: bytes) -> Any:
+    """Parses ``body`` as rapidjson's iterative parser with TF Serving's flags.
+
+    A loop over tokens with an explicit stack, so any depth is fine. The
+    top-level object keeps only :data:`REQUEST_KEYS`; other values, and
+    containers deeper than ``_MAX_BUILD_DEPTH`` (kept as :class:`_Deep`), are
+    only validated, by :func:`_skip_container`.
+    """
+    n = len(body)
+    pos = _WS.match(body, 0).end()
+    if pos == n or body[pos] in b"]},:\x00":
+        # rapidjson's error for its start state, whatever the token (HandleError).
+        raise _parse_error("The document is empty.", pos)
+    start = pos
+    if body[pos] != _LBRACE:
+        if body[pos] == _LBRACKET:
+            _skip_container(body, pos)
+        else:
+            _parse_scalar(body, pos, body[pos], False)
+        shown = body[start:start + MAX_ECHO].decode("utf-8", "replace")
+        raise invalid_argument(f"JSON Value: {shown} Is not object")
+    built: list[list[Any]] = [[_LBRACE, {}, None, True]]  # [kind, container, name, build?]
+    pos += 1
+    state = _NAME_OR_END
+    while True:
+        pos = _WS.match(body, pos).end()
+        char = body[pos] if pos < n else -1
+        frame = built[-1]
+
+        if state == _AFTER:
+            if char == _COMMA:
+                pos += 1
+                state = _VALUE if frame[0] == _LBRACKET else _NAME
+                continue
+            if char not in (_RBRACKET, _RBRACE) or (char == _RBRACKET) != (frame[0] == _LBRACKET):
+                raise _parse_error(_ARRAY_END if frame[0] == _LBRACKET else _OBJECT_END, pos)
+            pos += 1
+            built.pop()
+            if not built:
+                return frame[1]  # the top-level value is complete: stop (kParseStopWhenDone)
+            _attach(built, frame[1])
+            continue
+
+        if state == _NAME_OR_END or state == _NAME:
+            if char == _RBRACE and state == _NAME_OR_END:
+                state = _AFTER
+                continue
+            if char != _QUOTE:
+                raise _parse_error("Missing a name for object member.", pos)
+            frame[2], pos = _parse_string(body, pos, True)
+            if len(built) == 1:  # a member of the top-level object: built if TF reads it
+                frame[3] = frame[2] in REQUEST_KEYS
+            pos = _WS.match(body, pos).end()
+            if pos >= n or body[pos] != _COLON_CHAR:
+                raise _parse_error("Missing a colon after a name of object member.", pos)
+            pos += 1
+            state = _VALUE
+            continue
+
+        # _VALUE or _VALUE_OR_END
+        if char == _RBRACKET and state == _VALUE_OR_END:
+            state = _AFTER
+            continue
+        if char == _LBRACKET or char == _LBRACE:
+            if not frame[3]:
+                pos = _skip_container(body, pos)
+                state = _AFTER
+            elif len(built) >= _MAX_BUILD_DEPTH:
+                _attach(built, _Deep(chr(char)))
+                pos = _skip_container(body, pos)
+                state = _AFTER
+            else:
+                built.append([char, [] if char == _LBRACKET else {}, None, True])
+                pos += 1
+                state = _VALUE_OR_END if char == _LBRACKET else _NAME_OR_END
+            continue
+        value, pos = _parse_scalar(body, pos, char, frame[3])
+        if frame[3]:
+            _attach(built, value)
+        state = _AFTER
+
+
+def _attach(built: list[list[Any]], value: Any) -> None:
+    frame = built[-1]
+    if frame[0] == _LBRACKET:
+        frame[1].append(value)
+    else:
+        frame[1][frame[2]] = value
+
+
+# Plain (escape-free) strings, numbers that surely fit a double, and literals: the scalars
+# a skipped value is mostly made of. Anything else goes to the general functions.
+_PLAIN = (rb'"[^"\\\x00-\x1f]*"|-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,2})?'
+          rb"(?![0-9.eE])|true|false|null")
+_SKIP_SCALAR = re.compile(_PLAIN)
+# Up to 4097 plain scalars of an array in one step (a bounded repeat: sre keeps state for
+# every repetition until the match ends).
+_SKIP_SCALARS = re.compile(rb"(?:%s)(?:[ \t\n\r]*,[ \t\n\r]*(?:%s)){0,4096}" % (_PLAIN, _PLAIN))
+_SKIP_OPEN_NAME = re.compile(rb'\{[ \t\n\r]*"[^"\\\x00-\x1f]*"[ \t\n\r]*:')
+_SKIP_COMMA_NAME = re.compile(rb',[ \t\n\r]*"[^"\\\x00-\x1f]*"[ \t\n\r]*:')
+_WS_BYTES = frozenset(b" \t\n\r")
+
+
+def _skip_container(body: bytes, pos: int) -> int:
+    """Validates the array or object at ``pos`` as rapidjson does; returns the offset after it.
+
+    Nothing is built and the stack is a bytearray of bracket kinds, so depth
+    costs a byte per level. Runs of ``[``, of closing brackets and of an
+    array's plain scalars are one step each, as is ``{"name":``.
+    """
+    n = len(body)
+    stack = bytearray()
+    state = _VALUE
+    while True:
+        if pos < n and body[pos] in _WS_BYTES:
+            pos = _WS.match(body, pos).end()
+        char = body[pos] if pos < n else -1
+        if state == _AFTER:
+            if not stack:
+                return pos
+            if char == _COMMA:
+                if stack[-1] == _LBRACKET:
+                    pos += 1
+                    state = _VALUE
+                    continue
+                match = _SKIP_COMMA_NAME.match(body, pos)
+                if match is not None:
+                    pos = match.end()
+                    state = _VALUE
+                else:
+                    pos += 1
+                    state = _NAME
+                continue
+            if char == _RBRACKET or char == _RBRACE:
+                pos = _close_skipped(body, pos, stack)
+                continue
+            raise _parse_error(_ARRAY_END if stack[-1] == _LBRACKET else _OBJECT_END, pos)
+        if state == _VALUE or state == _VALUE_OR_END:
+            if char == _LBRACKET:
+                run = _OPEN_RUN.match(body, pos)
+                stack.extend(b"[" * run.group().count(b"["))
+                pos = run.end()
+                state = _VALUE_OR_END
+            elif char == _LBRACE:
+                match = _SKIP_OPEN_NAME.match(body, pos)
+                stack.append(_LBRACE)
+                if match is not None:
+                    pos = match.end()
+                    state = _VALUE
+                else:
+                    pos += 1
+                    state = _NAME_OR_END
+            elif char == _RBRACKET and state == _VALUE_OR_END:
+                stack.pop()
+                pos += 1
+                state = _AFTER
+            else:
+                scalars = _SKIP_SCALARS if stack and stack[-1] == _LBRACKET else _SKIP_SCALAR
+                match = scalars.match(body, pos)
+                pos = match.end() if match is not None else _parse_scalar(body, pos, char, False)[1]
+                state = _AFTER
+            continue
+        # _NAME_OR_END or _NAME
+        if char == _RBRACE and state == _NAME_OR_END:
+            stack.pop()
+            pos += 1
+            state = _AFTER
+            continue
+        if char != _QUOTE:
+            raise _parse_error("Missing a name for object member.", pos)
+        pos = _WS.match(body, _parse_string(body, pos, False)[1]).end()
+        if pos >= n or body[pos] != _COLON_CHAR:
+            raise _parse_error("Missing a colon after a name of object member.", pos)
+        pos += 1
+        state = _VALUE
+
+
+def _close_skipped(body: bytes, pos: int, skipped: bytearray) -> int:
+    """Closes a run of brackets against the skipped stack in one step; returns the new pos."""
+    run = _CLOSE_RUN.match(body, pos).group()
+    closers = run.translate(None, b" \t\n\r")
+    count = min(len(closers), len(skipped))
+    expected = bytes(skipped[-count:][::-1]).translate(_CLOSERS)
+    if closers[:count] != expected:
+        bad = int(np.flatnonzero(np.frombuffer(closers[:count], np.uint8)
+                                 != np.frombuffer(expected, np.uint8))[0])
+        message = _ARRAY_END if expected[bad] == _RBRACKET else _OBJECT_END
+        raise _parse_error(message, pos + _bracket_offset(run, bad))
+    del skipped[-count:]
+    if count == len(closers):
+        return pos + len(run)
+    # The run goes on to close the containers around the skipped value.
+    return pos + _bracket_offset(run, count)
+
+
+def _bracket_offset(run: bytes, index: int) -> int:
+    """Offset in ``run`` (closing brackets and whitespace) of its ``index``-th bracket."""
+    if len(run) == len(run.translate(None, b" \t\n\r")):
+        return index
+    codes = np.frombuffer(run, np.uint8)
+    return int(np.flatnonzero((codes == _RBRACKET) | (codes == _RBRACE))[index])
+
+
+def _parse_string(body: bytes, pos: int, build: bool) -> tuple[str | None, int]:
+    """The string token at ``pos`` (rapidjson's ParseString checks); its value if ``build``."""
+    n = len(body)
+    index = pos + 1
+    escaped = False
+    while True:  # one step per escape; plain characters are skipped by a regex
+        index = _STRING_PLAIN.match(body, index).end()
+        if index >= n or body[index] == 0:
+            raise _parse_error("Missing a closing quotation mark in string.", index)
+        byte = body[index]
+        if byte == _QUOTE:
+            break
+        if byte != _BACKSLASH:
+            raise _parse_error("Invalid encoding in string.", index)  # a control character
+        if index + 1 >= n or body[index + 1] < 0x20:
+            raise _parse_error("Invalid escape character in string.", index + 1)
+        escaped = True
+        index += 2
+    token = body[pos:index + 1]
+    try:
+        text = token.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _parse_error("Invalid encoding in string.", pos + err.start) from None
+    if not escaped:
+        return (text[1:-1] if build else None), index + 1
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        message = ("Incorrect hex digit after \\u escape in string." if "\\u" in err.msg
+                   else "Invalid escape character in string.")
+        raise _parse_error(message, pos + err.pos) from None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _parse_error("The surrogate pair in string is invalid.", pos) from None
+    return (value if build else None), index + 1
+
+
+def _parse_scalar(body: bytes, pos: int, char: int, build: bool) -> tuple[Any, int]:
+    if char == _QUOTE:
+        return _parse_string(body, pos, build)
+    literal = _LITERALS.get(char)
+    if literal is not None:
+        text, value = literal
+        if body.startswith(text, pos):
+            return value, pos + len(text)
+        raise _parse_error("Invalid value.", pos)
+    special = _NAN_INF.match(body, pos)
+    if special is not None:
+        text = special.group()
+        value = math.nan if b"N" in text else (-math.inf if text[0] == 0x2D else math.inf)
+        return value, special.end()
+    match = _NUMBER.match(body, pos)
+    if match is None:
+        raise _parse_error("Invalid value.", pos)
+    end = match.end()
+    if end < len(body):
+        follow = body[end]
+        if follow == 0x2E:  # '.'
+            raise _parse_error("Miss fraction part in number.", end + 1)
+        if follow in (0x65, 0x45):  # 'e', 'E'
+            raise _parse_error("Miss exponent in number.", end + 1)
+    text = match.group()
+    try:
+        value = _json_float(text) if match.lastindex else _json_int(text)
+    except ValueError:
+        raise _parse_error("Number too big to be stored in double.", pos) from None
+    return value, end
 
 
 def dumps(obj: Any) -> bytes:
-    """Serialises a response (numpy arrays allowed) like TF Serving.
-
-    Non-finite floats are written as ``NaN``/``Infinity``/``-Infinity``, as TF
-    Serving writes them (orjson would write ``null``).
-    """
+    """Serialises a JSON-able object (numpy arrays allowed) with orjson."""
     try:
         return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
     except orjson.JSONEncodeError as err:
         raise ServingError("INTERNAL", f"Failed to write response JSON: {err}") from err
-
-
-def _dumps_nonfinite(obj: Any) -> bytes:
-    return json.dumps(_to_python(obj), allow_nan=True, separators=(",", ":")).encode()
-
-
-def _to_python(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _to_python(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_python(v) for v in obj]
-    if isinstance(obj, (np.ndarray, np.generic)):
-        arr = np.asarray(obj)
-        if arr.dtype.kind == "f":
-            # The shortest text that round-trips at the tensor's precision.
-            return np.array(arr.astype(str), dtype=np.float64).tolist()
-        return arr.tolist()
-    return obj
 
 
 def json_type(value: Any) -> str:
@@ -175,6 +520,8 @@ def json_type(value: Any) -> str:
         return "Object"
     if isinstance(value, list):
         return "Array"
+    if isinstance(value, _Deep):
+        return "Array" if value.kind == "[" else "Object"
     if isinstance(value, str):
         return "String"
     return "Number"
@@ -191,7 +538,7 @@ def snippet(value: Any, budget: int = MAX_ECHO) -> str:
 def _snip(value: Any, out: list[str], budget: list[int], depth: int) -> None:
     if budget[0] <= 0:
         return
-    if depth > 8 and isinstance(value, (dict, list)):
+    if isinstance(value, _Deep) or (depth > 8 and isinstance(value, (dict, list))):
         out.append("...")
         budget[0] -= 3
         return
@@ -227,13 +574,18 @@ def _scalar_text(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value[:MAX_ECHO])
     if isinstance(value, float):
-        return json.dumps(value)
+        return json.dumps(value).replace("inf", "Inf")
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, int):
         text = str(value)
         return text if len(text) <= 40 else text[:40] + "..."
     return f"<{type(value).__name__}>"
+
+
+def _name(text: str) -> str:
+    """A client-supplied name (key, feature) as TF Serving prints it: plain, but shortened."""
+    return text if len(text) <= MAX_ECHO else text[:MAX_ECHO] + "..."
 
 
 def is_b64_object(value: Any) -> bool:
@@ -291,22 +643,39 @@ def _encode_utf8(text: str) -> bytes:
 # ------------------------------------------------------------------ JSON -> arrays
 
 
+class _Mismatch(Exception):
+    """The fast conversion met something TF Serving refuses; the exact walk words it."""
+
+
 def json_to_array(value: Any, dtype: str) -> np.ndarray:
-    """Converts one JSON value (scalar or nested lists) to an array of ``dtype``."""
+    """Converts one JSON value (scalar or nested lists) to an array of ``dtype``.
+
+    The shape comes from the first element at each level (TF Serving's
+    GetDenseTensorShape); every other list must match it. The fast path
+    converts all leaves at once; if anything is wrong, :func:`_fill_error`
+    walks the value in TF Serving's order to raise the error it reports first.
+    """
     shape = _dense_shape(value)
-    leaves = _flatten(value, shape)
-    return _leaves_to_array(leaves, dtype).reshape(shape)
+    if dtype in _DTYPES:
+        try:
+            return _leaves_to_array(_flatten(value, shape), dtype).reshape(shape)
+        except _Mismatch:
+            pass
+    _fill_error(value, shape, dtype)
+    # Only an unsupported dtype with no values gets here: TF Serving adds no value, so it
+    # has no error to report; the empty array takes its dtype when it is fed.
+    return np.zeros(shape, dtype=np.float32)
 
 
 def _dense_shape(value: Any) -> list[int]:
     # TF Serving's GetDenseTensorShape: follow the first element of each list.
     shape: list[int] = []
-    while type(value) is list:
-        shape.append(len(value))
-        if len(shape) > MAX_RANK:
+    while type(value) is list or type(value) is _Deep:
+        if len(shape) == MAX_RANK or type(value) is _Deep:
             raise invalid_argument(
                 f"JSON lists are nested more than {MAX_RANK} levels deep; tensors of rank > "
                 f"{MAX_RANK} are not supported")
+        shape.append(len(value))
         if not value:
             break
         value = value[0]
@@ -314,24 +683,40 @@ def _dense_shape(value: Any) -> list[int]:
 
 
 def _flatten(value: Any, shape: list[int]) -> list[Any]:
-    rank = len(shape)
     level = [value]
-    for depth, size in enumerate(shape):
+    for size in shape:
         below: list[Any] = []
         for item in level:
-            if type(item) is not list:
-                raise invalid_argument(
-                    f"JSON Value: {snippet(item)} found at incorrect level: {depth + 1} in the "
-                    f"JSON DOM. Expected at level: {rank}")
-            if len(item) != size:
-                raise invalid_argument(
-                    f"Encountered list at unexpected size: {len(item)} at level: {depth} "
-                    f"expected size: {size}")
+            if type(item) is not list or len(item) != size:
+                raise _Mismatch
             below.extend(item)
         level = below
     if list in set(map(type, level)):
-        raise invalid_argument(f"Encountered list at unexpected level: {rank} expected < {rank}")
+        raise _Mismatch
     return level
+
+
+def _fill_error(value: Any, shape: list[int], dtype: str) -> None:
+    """Raises the first error TF Serving's FillTensorProto meets (depth first, in order)."""
+    rank = len(shape)
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if type(item) is not list:
+            if level != rank:
+                raise invalid_argument(
+                    f"JSON Value: {snippet(item)} found at incorrect level: {level + 1} in the "
+                    f"JSON DOM. Expected at level: {rank}")
+            _convert_leaf(item, dtype)
+            continue
+        if level >= rank:
+            raise invalid_argument(
+                f"Encountered list at unexpected level: {level} expected < {rank}")
+        if len(item) != shape[level]:
+            raise invalid_argument(
+                f"Encountered list at unexpected size: {len(item)} at level: {level} "
+                f"expected size: {shape[level]}")
+        stack.extend((child, level + 1) for child in reversed(item))
 
 
 def _type_error(value: Any, dtype: str) -> ServingError:
@@ -340,18 +725,36 @@ def _type_error(value: Any, dtype: str) -> ServingError:
         f"{type_string(dtype)}")
 
 
-def _lossy_error(value: Any, target: str) -> ServingError:
-    return invalid_argument(
-        f"Cannot convert JSON value: {snippet(value)} to {target} without loss of precision.")
+def _convert_leaf(value: Any, dtype: str) -> Any:
+    """One leaf as AddValueToTensor takes it; raises TF Serving's error if it cannot."""
+    kind = type(value)
+    if kind is dict:
+        if dtype == "DT_STRING":
+            return b64decode(value)
+        raise _type_error(value, dtype)
+    if dtype not in _DTYPES:
+        raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {snippet(value)} to "
+                                            f"type: {type_string(dtype)}")
+    _, _, int_range = _DTYPES[dtype]
+    if dtype == "DT_STRING":
+        if kind is not str:
+            raise _type_error(value, dtype)
+        return _encode_utf8(value)
+    if dtype == "DT_BOOL":
+        if kind is not bool:
+            raise _type_error(value, dtype)
+        return value
+    if int_range is not None:
+        if kind is not int or not int_range[0] <= value <= int_range[1]:
+            raise _type_error(value, dtype)
+        return value
+    if kind is not int and kind is not float:
+        raise _type_error(value, dtype)
+    return value
 
 
 def _leaves_to_array(leaves: list[Any], dtype: str) -> np.ndarray:
-    info = _DTYPES.get(dtype)
-    if info is None:
-        shown = snippet(leaves[0]) if leaves else "[]"
-        raise ServingError("UNIMPLEMENTED",
-                           f"Conversion of JSON Value: {shown} to type: {type_string(dtype)}")
-    _, np_type, int_range = info
+    _, np_type, int_range = _DTYPES[dtype]
     if not leaves:
         return np.zeros((0,), dtype=np_type)
     types = set(map(type, leaves))
@@ -362,58 +765,37 @@ def _leaves_to_array(leaves: list[Any], dtype: str) -> np.ndarray:
             try:
                 out[:] = [s.encode("utf-8") for s in leaves]
             except UnicodeEncodeError:
-                raise invalid_argument("JSON string is not valid UTF-8") from None
+                raise _Mismatch from None
             return out
-        for i, leaf in enumerate(leaves):
-            if type(leaf) is str:
-                out[i] = _encode_utf8(leaf)
-            elif type(leaf) is dict:
-                out[i] = b64decode(leaf)
-            else:
-                raise _type_error(leaf, dtype)
+        if not types <= {str, dict}:
+            raise _Mismatch
+        try:
+            out[:] = [_convert_leaf(leaf, dtype) for leaf in leaves]
+        except ServingError:
+            raise _Mismatch from None
         return out
 
     if dtype == "DT_BOOL":
         if types != {bool}:
-            raise _type_error(next(v for v in leaves if type(v) is not bool), dtype)
+            raise _Mismatch
         return np.array(leaves, dtype=np.bool_)
 
     if int_range is not None:
-        if types != {int}:
-            raise _type_error(next(v for v in leaves if type(v) is not int), dtype)
-        low, high = int_range
-        if min(leaves) < low or max(leaves) > high:
-            raise _type_error(next(v for v in leaves if not low <= v <= high), dtype)
-        return np.array(leaves, dtype=np_type)
+        if types != {int} or min(leaves) < int_range[0] or max(leaves) > int_range[1]:
+            raise _Mismatch
+        wide = np.uint64 if dtype == "DT_UINT64" else np.int64
+        # int8/int16/uint8 take int32 values and narrow them as TensorFlow's int_val does.
+        return np.array(leaves, dtype=wide).astype(np_type)
 
-    # DT_FLOAT / DT_DOUBLE
+    # DT_FLOAT / DT_DOUBLE: any JSON number, rounded to the nearest (rapidjson GetFloat:
+    # a C cast of the double, so beyond float32's range it is +/-Infinity).
     if not types <= {int, float}:
-        raise _type_error(next(v for v in leaves if type(v) not in (int, float)), dtype)
-    target = type_string(dtype)
-    if int in types:
-        limit = _LOSSLESS_INT[dtype]
-        for v in leaves:
-            if type(v) is int and not -limit <= v <= limit:
-                raise _lossy_error(v, target)
-    arr = np.array(leaves, dtype=np.float64)
-    if dtype == "DT_FLOAT":
-        finite = np.isfinite(arr)
-        too_big = finite & (np.abs(np.where(finite, arr, 0.0)) > _FLOAT32_MAX)
-        if too_big.any():
-            raise _lossy_error(leaves[int(np.argmax(too_big))], target)
-        return arr.astype(np.float32)
-    return arr
+        raise _Mismatch
+    with np.errstate(over="ignore"):
+        return np.array(leaves, dtype=np.float64).astype(np_type)
 
 
-def _check_shape(alias: str, arr: np.ndarray, spec: TensorSpec, signature: str) -> None:
-    if spec.shape is None:
-        return
-    expected = spec.shape
-    if arr.ndim != len(expected) or any(
-            d >= 0 and d != a for d, a in zip(expected, arr.shape, strict=True)):
-        raise invalid_argument(
-            f"Input '{alias}' has shape {list(arr.shape)} but signature '{signature}' expects "
-            f"{list(expected)} (-1: any size)")
+# ------------------------------------------------------------------ predict requests
 
 
 def signature_name(doc: Mapping[str, Any]) -> str:
@@ -429,7 +811,11 @@ def signature_name(doc: Mapping[str, Any]) -> str:
 
 
 def decode_predict(doc: Mapping[str, Any], sig: SignatureSpec) -> tuple[str, dict[str, np.ndarray]]:
-    """Turns a predict request into ``(format, {alias: array})`` for ``sig``."""
+    """Turns a predict request into ``(format, {alias: array})`` for ``sig``.
+
+    As TF Serving, the arrays' shapes are not checked against the signature:
+    the model decides what it can take.
+    """
     if not sig.inputs:
         raise invalid_argument(f"Failed to get input map for signature: {sig.key}")
     for alias, spec in sig.inputs.items():
@@ -444,16 +830,10 @@ def decode_predict(doc: Mapping[str, Any], sig: SignatureSpec) -> tuple[str, dic
             f"JSON Value: {snippet(doc)} Not formatted correctly expecting only one of 'inputs' "
             "or 'instances' keys to exist ")
     if has_instances:
-        tensors = _decode_instances(doc["instances"], sig, doc)
-        fmt = ROW
-    elif has_inputs:
-        tensors = _decode_inputs(doc["inputs"], sig)
-        fmt = COLUMNAR
-    else:
-        raise invalid_argument("Missing 'inputs' or 'instances' key")
-    for alias, arr in tensors.items():
-        _check_shape(alias, arr, sig.inputs[alias], sig.key)
-    return fmt, tensors
+        return ROW, _decode_instances(doc["instances"], sig, doc)
+    if has_inputs:
+        return COLUMNAR, _decode_inputs(doc["inputs"], sig)
+    raise invalid_argument("Missing 'inputs' or 'instances' key")
 
 
 def _decode_instances(instances: Any, sig: SignatureSpec,
@@ -461,55 +841,93 @@ def _decode_instances(instances: Any, sig: SignatureSpec,
     inputs = sig.inputs
     if type(instances) is not list:
         raise invalid_argument(
-            f"JSON Value: {snippet(doc)} Excepting 'instances' to be an list/array")
+            f"JSON Value: {snippet(doc)} Expecting 'instances' to be an list/array")
     if not instances:
         raise invalid_argument(f"JSON Value: {snippet(doc)} No values in 'instances' array")
     if type(instances[0]) is not dict and len(inputs) > 1:
         raise invalid_argument(
             "instances is a plain list, but expecting list of objects as multiple input tensors "
             "required as per tensorinfo_map")
-    columns: dict[str, list[Any]]
-    if _is_named_object(instances[0]):
-        columns = {alias: [] for alias in inputs}
-        for i, item in enumerate(instances):
+    named = _is_named_object(instances[0])
+    if not named and len(inputs) > 1:
+        raise invalid_argument(
+            "instances is a plain list, but expecting list of objects as multiple input "
+            "tensors required as per tensorinfo_map")
+    # Fast path: stack each input's items into one value and convert it at once. That
+    # works exactly when every item converts and has the shape of the first one; if not,
+    # _instances_error goes through the items as TF Serving does, for its error.
+    tensors = {}
+    try:
+        if named:
+            if not all(_is_named_object(item) and item.keys() == inputs.keys()
+                       for item in instances):
+                raise _Mismatch
+            for alias, spec in inputs.items():
+                tensors[alias] = json_to_array([item[alias] for item in instances], spec.dtype)
+        else:
+            if any(_is_named_object(item) for item in instances):
+                raise _Mismatch
+            alias, spec = next(iter(inputs.items()))
+            tensors[alias] = json_to_array(instances, spec.dtype)
+    except (_Mismatch, ServingError) as err:
+        _instances_error(instances, inputs)
+        # No item is wrong on its own: the stacked tensor is (rank > MAX_RANK).
+        raise err if isinstance(err, ServingError) else invalid_argument(str(err)) from None
+    return tensors
+
+
+def _instances_error(instances: list[Any], inputs: Mapping[str, TensorSpec]) -> None:
+    """Raises the error TF Serving's FillTensorMapFromInstancesList reports first."""
+    names = set(inputs)
+    sizes: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    named = _is_named_object(instances[0])
+    for index, item in enumerate(instances):
+        if named:
             if not _is_named_object(item):
-                raise invalid_argument(f"Expecting object but got list at item {i} of input list")
-            for key in item:
-                if key not in inputs:
-                    raise invalid_argument(
-                        f"Failed to process element: {i} key: {snippet(key)} of 'instances' "
-                        f"list. Error: JSON object: does not have named input: {snippet(key)}")
-            if len(item) != len(inputs):
                 raise invalid_argument(
-                    f"Failed to process element: {i} of 'instances' list. JSON object: "
-                    f"{snippet(item)} must only have keys: {','.join(sorted(inputs))}")
-            for alias in inputs:
-                columns[alias].append(item[alias])
-    else:
-        if len(inputs) > 1:
-            raise invalid_argument(
-                "instances is a plain list, but expecting list of objects as multiple input "
-                "tensors required as per tensorinfo_map")
-        for i, item in enumerate(instances):
+                    f"Expecting object but got list at item {index} of input list")
+            for key, value in item.items():
+                problem = _instance_item_error(key, value, inputs, sizes, shapes)
+                if problem is not None:
+                    raise invalid_argument(
+                        f"Failed to process element: {index} key: {_name(key)} of 'instances' "
+                        f"list. Error: {problem}")
+            if set(item) != names:
+                raise invalid_argument(
+                    f"Failed to process element: {index} of 'instances' list. JSON object: "
+                    f"{snippet(item)} keys must be equal to: {','.join(sorted(names))}")
+        else:
             if _is_named_object(item):
                 raise invalid_argument(
-                    f"Expecting value/list but got object at item {i} of input list")
-        columns = {next(iter(inputs)): instances}
+                    f"Expecting value/list but got object at item {index} of input list")
+            problem = _instance_item_error(next(iter(inputs)), item, inputs, sizes, shapes)
+            if problem is not None:
+                raise invalid_argument(
+                    f"Failed to process element: {index} of 'instances' list. Error: {problem}")
 
-    tensors = {}
-    for alias, column in columns.items():
-        spec = inputs[alias]
-        if spec.shape == ():
-            raise invalid_argument(
-                f"Input '{alias}' of signature '{sig.key}' is a scalar (shape []), so it has no "
-                "batch dimension to stack 'instances' on; use the columnar format ('inputs')")
-        try:
-            tensors[alias] = json_to_array(column, spec.dtype)
-        except ServingError as err:
-            raise ServingError(
-                err.code, f"Failed to process 'instances' for input '{alias}'. Error: {err.message}"
-            ) from None
-    return tensors
+
+def _instance_item_error(name: str, value: Any, inputs: Mapping[str, TensorSpec],
+                         sizes: dict[str, int], shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """TF Serving's AddInstanceItem: the error (as its Status::ToString) or None."""
+    if name not in inputs:
+        return f"INVALID_ARGUMENT: JSON object: does not have named input: {_name(name)}"
+    try:
+        arr = json_to_array(value, inputs[name].dtype)
+    except ServingError as err:
+        return f"{err.code}: {err.message}"
+    if name not in sizes:
+        sizes[name], shapes[name] = arr.size, arr.shape
+    elif sizes[name] != arr.size:
+        return f"INVALID_ARGUMENT: Expecting tensor size: {sizes[name]} but got: {arr.size}"
+    elif shapes[name] != arr.shape:
+        return (f"INVALID_ARGUMENT: Expecting shape {_shape_string(shapes[name])} but got: "
+                f"{_shape_string(arr.shape)}")
+    return None
+
+
+def _shape_string(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(map(str, shape)) + "]"
 
 
 def _decode_inputs(value: Any, sig: SignatureSpec) -> dict[str, np.ndarray]:
@@ -532,28 +950,100 @@ def _decode_inputs(value: Any, sig: SignatureSpec) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------ arrays -> JSON
 
 
-def _json_ready(alias: str, arr: np.ndarray) -> tuple[Any, bool]:
-    """An output made serialisable; the flag is True if it has non-finite floats."""
-    arr = np.asarray(arr)
+def float_texts(values: np.ndarray) -> list[str]:
+    """Float values as TF Serving's WriteDecimal writes them (json_tensor.cc).
+
+    ``absl::StrCat`` (six significant digits, like ``%g``) when that reads back
+    to the same value, else ``%.9g`` (float32) / ``%.17g`` (float64); ``.0``
+    is added when there is neither a point nor an exponent; non-finite values
+    are ``NaN``, ``Infinity``, ``-Infinity``.
+    """
+    flat = np.ascontiguousarray(values).ravel()
+    with np.errstate(all="ignore"):  # signalling NaNs warn on the cast
+        as_double = flat.astype(np.float64)
+    numbers = as_double.tolist()
+    if flat.dtype == np.float32:
+        # Which values have a six-digit form that reads back: found with array arithmetic
+        # (scaling by an exact power of ten), then confirmed by reading the text back.
+        with np.errstate(all="ignore"):
+            magnitude = np.abs(as_double)
+            exponent = np.floor(np.log10(np.where(magnitude > 0, magnitude, 1.0)))
+            shift = 5 - exponent
+            scale = 10.0 ** np.abs(shift)
+            rounded = np.where(shift >= 0, np.round(as_double * scale) / scale,
+                               np.round(as_double / scale) * scale)
+            short = rounded.astype(np.float32) == flat
+        texts = [format(v, "g" if ok else ".9g")
+                 for v, ok in zip(numbers, short.tolist(), strict=True)]
+        candidates = np.flatnonzero(short)
+        if candidates.size:
+            read_back = np.array([texts[i] for i in candidates.tolist()],
+                                 dtype=np.float64).astype(np.float32)
+            for i in candidates[read_back != flat[candidates]].tolist():
+                texts[i] = format(numbers[i], ".9g")
+    else:
+        texts = []
+        for v in numbers:
+            text = format(v, "g")
+            texts.append(text if float(text) == v else format(v, ".17g"))
+    finite = np.isfinite(as_double)
+    for i, text in enumerate(texts):
+        if "." not in text and "e" not in text:
+            texts[i] = text + ".0"
+    if not finite.all():
+        for i in np.flatnonzero(~finite).tolist():
+            v = numbers[i]
+            texts[i] = "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+    return texts
+
+
+def _group(items: list[str], dims: tuple[int, ...], outer: int) -> list[str]:
+    """Joins leaf texts (row-major) into ``outer`` JSON arrays of shape ``dims`` each."""
+    for level in range(len(dims) - 1, -1, -1):
+        size = dims[level]
+        count = outer * math.prod(dims[:level])
+        if size == 0:
+            items = ["[]"] * count
+        else:
+            items = ["[" + ",".join(items[j * size:(j + 1) * size]) + "]" for j in range(count)]
+    return items
+
+
+_WRITABLE_KINDS = {"f": ("float32", "float64"), "i": ("int8", "int16", "int32", "int64"),
+                   "u": ("uint8", "uint32", "uint64"), "b": ("bool",)}
+
+
+def _check_writable(name: str, arr: np.ndarray) -> None:
+    """TF Serving writes float, double, (u)int8/16/32/64 but uint16, bool and strings only."""
+    if arr.dtype == object or arr.dtype.kind in "SU" or arr.size == 0:
+        return
+    if arr.dtype.name not in _WRITABLE_KINDS.get(arr.dtype.kind, ()):
+        tf_name = _NUMPY_TF_NAMES.get(arr.dtype.name, arr.dtype.name)
+        raise invalid_argument(f"Failed to write JSON value for tensor type: {tf_name}")
+
+
+def _tensor_json(name: str, arr: np.ndarray, rows: bool) -> list[bytes]:
+    """JSON text of a tensor (``[text]``), or of each of its rows along dimension 0."""
     kind = arr.dtype.kind
+    if kind == "f" or arr.size == 0:
+        texts = float_texts(arr) if arr.size else []
+        if rows:
+            return [t.encode() for t in _group(texts, arr.shape[1:], arr.shape[0])]
+        return [_group(texts, arr.shape, 1)[0].encode()]
     if arr.dtype == object or kind in "SU":
-        as_b64 = alias.endswith("_bytes")
+        as_b64 = name.endswith("_bytes")
         flat = arr.ravel()
         converted = np.empty(flat.size, dtype=object)
         if as_b64:
             converted[:] = [{"b64": base64.b64encode(_as_bytes(b)).decode("ascii")} for b in flat]
         else:
             converted[:] = [_as_bytes(b).decode("utf-8", "replace") for b in flat]
-        return converted.reshape(arr.shape).tolist(), False
-    if arr.dtype.name == "bfloat16":
-        arr = arr.astype(np.float32)
-        kind = "f"
-    if kind not in "biuf":
-        raise invalid_argument(f"Failed to write JSON value for tensor type: {arr.dtype.name}")
-    nonfinite = kind == "f" and not bool(np.isfinite(arr).all())
-    if arr.ndim == 0:
-        return arr[()], nonfinite
-    return np.ascontiguousarray(arr), nonfinite
+        nested = converted.reshape(arr.shape).tolist()
+        return [orjson.dumps(row) for row in nested] if rows else [orjson.dumps(nested)]
+    arr = np.ascontiguousarray(arr)
+    if rows:
+        return [orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) for row in arr]
+    return [orjson.dumps(arr, option=orjson.OPT_SERIALIZE_NUMPY)]
 
 
 def _as_bytes(value: Any) -> bytes:
@@ -565,36 +1055,41 @@ def _as_bytes(value: Any) -> bytes:
 
 
 def encode_predict(outputs: Mapping[str, np.ndarray], fmt: str) -> bytes:
-    """A predict response body for ``outputs`` in the request's format."""
+    """A predict response body for ``outputs`` in the request's format (MakeJsonFromTensors)."""
     if not outputs:
         raise invalid_argument("Cannot convert empty tensor map to JSON")
     names = sorted(outputs)
-    values: dict[str, Any] = {}
-    nonfinite = False
-    for name in names:
-        values[name], bad = _json_ready(name, outputs[name])
-        nonfinite = nonfinite or bad
+    arrays = {name: np.asarray(outputs[name]) for name in names}
+    keys = {name: orjson.dumps(name) for name in names}
     if fmt == ROW:
-        batch = 0
+        batch = -1
         for name in names:
-            arr = np.asarray(outputs[name])
+            arr = arrays[name]
             if arr.ndim == 0:
                 raise invalid_argument(f"Tensor name: {name} has no shape information ")
-            size = arr.shape[0]
-            if size < 1:
-                raise invalid_argument(f"Tensor name: {name} has invalid batch size: {size}")
-            if batch and size != batch:
-                raise invalid_argument(
-                    f"Tensor name: {name} has inconsistent batch size: {size} expecting: {batch}")
-            batch = size
+            if batch >= 0 and arr.shape[0] != batch:
+                raise invalid_argument(f"Tensor name: {name} has inconsistent batch size: "
+                                       f"{arr.shape[0]} expecting: {batch}")
+            batch = arr.shape[0]
+        for name in names:
+            _check_writable(name, arrays[name])
         if len(names) == 1:
-            body: dict[str, Any] = {"predictions": values[names[0]]}
+            body = _tensor_json(names[0], arrays[names[0]], rows=False)[0]
         else:
-            body = {"predictions": [{n: values[n][i] for n in names} for i in range(batch)]}
+            rows = {name: _tensor_json(name, arrays[name], rows=True) for name in names}
+            body = b"[" + b",".join(
+                b"{" + b",".join(keys[name] + b":" + rows[name][i] for name in names) + b"}"
+                for i in range(batch)) + b"]"
+        return b'{"predictions":' + body + b"}"
+    for name in names:
+        _check_writable(name, arrays[name])
+    if len(names) == 1:
+        body = _tensor_json(names[0], arrays[names[0]], rows=False)[0]
     else:
-        only = len(names) == 1
-        body = {"outputs": values[names[0]] if only else {n: values[n] for n in names}}
-    return _dumps_nonfinite(body) if nonfinite else dumps(body)
+        body = b"{" + b",".join(
+            keys[name] + b":" + _tensor_json(name, arrays[name], rows=False)[0]
+            for name in names) + b"}"
+    return b'{"outputs":' + body + b"}"
 
 
 def predict_response(outputs: Mapping[str, np.ndarray], fmt: str) -> dict[str, Any]:
@@ -622,8 +1117,9 @@ def decode_examples(doc: Mapping[str, Any], method: str) -> list[bytes]:
     if "context" in doc:
         prefix = _make_example(doc["context"]).SerializeToString()
     if "examples" not in doc:
+        # TF Serving says "classify" for both methods (FillClassifyRegressRequestFromJson).
         raise invalid_argument(
-            f"JSON Value: {snippet(doc)} When method is {method}, key 'examples' is expected "
+            f"JSON Value: {snippet(doc)} When method is classify, key 'examples' is expected "
             "and was not found")
     examples = doc["examples"]
     if type(examples) is not list:
@@ -646,17 +1142,18 @@ def _make_example(value: Any) -> Any:
 
 
 def _fill_feature(name: str, content: Any, feature: Any) -> None:
+    """TF Serving's AddValueToFeature for each element, in its order of checks."""
     items = content if type(content) is list else [content]
     kind = None
     values: list[Any] = []
     for item in items:
-        kind_of, converted = _feature_value(name, item)
+        kind_of = _feature_kind(name, item)
         if kind is None:
             kind = kind_of
         elif kind != kind_of:
             raise invalid_argument(
-                f"Unexpected element type in feature: {snippet(name)} expecting type: {kind}")
-        values.append(converted)
+                f"Unexpected element type in feature: {_name(name)} expecting type: {kind}")
+        values.append(_feature_value(name, item, kind_of))
     if kind == "bytes":
         feature.bytes_list.value.extend(values)
     elif kind == "float":
@@ -665,27 +1162,31 @@ def _fill_feature(name: str, content: Any, feature: Any) -> None:
         feature.int64_list.value.extend(values)
 
 
-def _feature_value(name: str, item: Any) -> tuple[str, Any]:
+def _feature_kind(name: str, item: Any) -> str:
     kind_of = type(item)
     if kind_of is bool:
-        return "int64", int(item)
-    if kind_of is str:
-        return "bytes", _encode_utf8(item)
-    if kind_of is dict and is_b64_object(item):
-        return "bytes", b64decode(item)
+        return "int64"
+    if kind_of is str or (kind_of is dict and is_b64_object(item)):
+        return "bytes"
     if kind_of is float:
-        if np.isfinite(item) and abs(item) > _FLOAT32_MAX:
-            raise _lossy_error(item, "float")
-        return "float", item
+        return "float"
     if kind_of is int:
-        if item > _INT64_MAX:
-            raise invalid_argument(
-                f"Feature: {snippet(name)} has uint64 element. Only int64 is supported.")
-        if item < _INT64_MIN:
-            raise _type_error(item, "DT_INT64")
-        return "int64", item
+        # rapidjson holds integers outside [-2**63, 2**64) as doubles.
+        return "int64" if _INT64_MIN <= item <= _UINT64_MAX else "float"
     raise invalid_argument(
-        f"Feature: {snippet(name)} has element with unexpected JSON type: {json_type(item)}")
+        f"Feature: {_name(name)} has element with unexpected JSON type: {json_type(item)}")
+
+
+def _feature_value(name: str, item: Any, kind: str) -> Any:
+    if kind == "bytes":
+        return _encode_utf8(item) if type(item) is str else b64decode(item)
+    if kind == "float":
+        with np.errstate(over="ignore"):
+            return float(np.float32(item))  # beyond float32's range: +/-Infinity (GetFloat)
+    if item > _INT64_MAX:
+        raise invalid_argument(
+            f"Feature: {_name(name)} has uint64_t element. Only int64_t is supported.")
+    return int(item)
 
 
 def check_example_signature(sig: SignatureSpec, method: str) -> str:
@@ -729,19 +1230,20 @@ def encode_classify(outputs: Mapping[str, np.ndarray], batch: int) -> bytes:
         if num_classes is not None and scores.shape[1] != num_classes:
             raise invalid_argument("Tensors class and score should match in dim[1]")
         num_classes = scores.shape[1]
-    results = []
-    nonfinite = scores is not None and not bool(np.isfinite(scores).all())
-    for i in range(batch):
-        row = []
-        for c in range(num_classes or 0):
-            label = "" if classes is None else _as_bytes(classes[i, c]).decode("utf-8", "replace")
-            score = np.float32(0.0) if scores is None else scores[i, c]
-            row.append([label, score])
-        results.append(row)
-    if not results:
+    if batch == 0:
         raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
-    body = {"results": results}
-    return _dumps_nonfinite(body) if nonfinite else dumps(body)
+    num_classes = num_classes or 0
+    score_texts = (float_texts(scores) if scores is not None
+                   else ["0.0"] * (batch * num_classes))
+    rows = []
+    for i in range(batch):
+        pairs = []
+        for c in range(num_classes):
+            label = b"" if classes is None else _as_bytes(classes[i, c])
+            pairs.append(b"[" + orjson.dumps(label.decode("utf-8", "replace")) + b","
+                         + score_texts[i * num_classes + c].encode() + b"]")
+        rows.append(b"[" + b",".join(pairs) + b"]")
+    return b'{"results":[' + b",".join(rows) + b"]}"
 
 
 def _check_classify_shape(arr: np.ndarray, batch: int) -> None:
@@ -767,6 +1269,4 @@ def encode_regress(outputs: Mapping[str, np.ndarray], batch: int) -> bytes:
             f"Input batch size did not match output batch size: {batch} vs. {values.shape[0]}")
     if batch == 0:
         raise invalid_argument("Cannot convert empty RegressionResults to JSON")
-    flat = np.ascontiguousarray(values.reshape(batch))
-    body = {"results": flat}
-    return _dumps_nonfinite(body) if not np.isfinite(flat).all() else dumps(body)
+    return ('{"results":[' + ",".join(float_texts(values)) + "]}").encode("ascii")
