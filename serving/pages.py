@@ -34,9 +34,6 @@ from tfserving.status import ServingError, echo, not_found
 log = logging.getLogger("serving")
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
-ASSETS_EXTRA = "assets.extra"
-OPENAPI_FILE = "openapi.json"
-REPORT_FILE = "report.md"
 _STATIC_TYPES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
@@ -45,6 +42,8 @@ _STATIC_TYPES = {
 _MAX_REPORT_BYTES = 1 << 20
 _MODEL_DOC = re.compile(r"/v1/models/([^/:]+)(?:/versions/([0-9]+))?/(openapi\.json|report\.md)",
                         re.IGNORECASE)
+_OPENAPI_JSON = "openapi.json"
+_REPORT_MD = "report.md"
 _documents: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
@@ -57,13 +56,13 @@ def respond(registry: Any, method: str, path: str) -> Response | None:
     if path.startswith("/static/"):
         return _static(path[len("/static/"):])
     try:
-        if path == "/" + OPENAPI_FILE:
+        if path == "/" + _OPENAPI_JSON:
             return _json(all_models_document(registry))
         match = _MODEL_DOC.fullmatch(path)
         if match is None:
             return None
         model, version, what = match.group(1), match.group(2), match.group(3).lower()
-        if what == REPORT_FILE:
+        if what == _REPORT_MD:
             if version is None:
                 return None
             return _report(registry, model, int(version))
@@ -96,11 +95,11 @@ def _servable(registry: Any, model: str, version: int) -> Any:
 
 
 def _extra_file(registry: Any, servable: Any, name: str) -> str | None:
-    """``<version dir>/assets.extra/<name>``, if it is a file inside the serving root."""
+    """``<version dir>/<name>``, if it is a file inside the serving root."""
     path = getattr(servable, "path", None)
     if not path:
         return None
-    target = os.path.realpath(os.path.join(path, ASSETS_EXTRA, name))
+    target = os.path.realpath(os.path.join(path, name))
     if not target.startswith(os.path.join(registry.root, "")) or not os.path.isfile(target):
         return None  # the server never reads outside its root (a symlink may point out)
     return target
@@ -111,7 +110,7 @@ def version_document(registry: Any, servable: Any) -> dict[str, Any]:
     doc = _documents.get(servable)
     if doc is None:
         examples: dict[str, Any] = {}
-        stored = _extra_file(registry, servable, OPENAPI_FILE)
+        stored = _extra_file(registry, servable, openapi.DOCUMENT_FILE)
         if stored:
             try:
                 with open(stored, "rb") as f:
@@ -152,14 +151,13 @@ def model_document(registry: Any, model: str) -> dict[str, Any]:
 
 
 def _report(registry: Any, model: str, version: int) -> Response:
-    report = _extra_file(registry, _servable(registry, model, version), REPORT_FILE)
+    report = _extra_file(registry, _servable(registry, model, version), openapi.REPORT_FILE)
     try:
         if report is None:
-            raise OSError(REPORT_FILE)
+            raise OSError(openapi.REPORT_FILE)
         with open(report, "rb") as f:
             text = f.read(_MAX_REPORT_BYTES + 1)
     except OSError:
         raise not_found(f"Version {version} of model {echo(model)} has no "
-                        f"{ASSETS_EXTRA}/{REPORT_FILE} (it was not published by the "
-                        "pipeline)") from None
+                        f"{openapi.REPORT_FILE} (it was not published by the pipeline)") from None
     return Response(text[:_MAX_REPORT_BYTES], media_type="text/markdown; charset=utf-8")

@@ -38,13 +38,15 @@ non-standard tokens ``NaN``, ``Infinity`` and ``-Infinity`` for float values,
 in requests and in responses, as TF Serving reads (rapidjson's
 ``kParseNanAndInfFlag``) and writes them; a strict JSON parser refuses them.
 
-This module only builds dictionaries: it needs no TensorFlow and no
-validator library.
+The builders need no TensorFlow and no validator library; the readers at the end
+(:func:`read_root_document`: a serving root's document, offline) use ``tf.io.gfile``, so a
+root may be ``gs://`` or ``s3://``.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -653,7 +655,7 @@ def _signature_text(sig: SignatureSpec) -> str:
 
 
 _DESCRIPTION = (
-    "TensorFlow Serving's REST API for this model, generated from its signatures. Request "
+    "TensorFlow Serving's REST API, generated from the models' signatures. Request "
     "schemas accept exactly what TF Serving's JSON decoder accepts: dtype and nesting are "
     "checked, shapes are not (the graph decides; each input's declared shape is in its "
     "description and x-tensor-shape). JSON Schema cannot express equal lengths of sibling "
@@ -744,3 +746,75 @@ def _renamed(item: Mapping[str, Any], operation_id: str, note: str) -> dict[str,
         operation["operationId"] = operation_id
         operation["summary"] = operation.get("summary", "") + note
     return item
+
+
+# ------------------------------------------------------------------------- on disk
+
+# Where a published version keeps its document and its blessing report (the pipeline's
+# pusher writes both; TF Serving ignores assets.extra/ apart from warmup requests).
+DOCUMENT_FILE = "assets.extra/openapi.json"
+REPORT_FILE = "assets.extra/report.md"
+
+
+def stored_examples(version_dir: str) -> dict[str, Any]:
+    """The example requests of the version's stored document; {} without a readable one."""
+    import tensorflow as tf
+
+    path = f"{version_dir.rstrip('/')}/{DOCUMENT_FILE}"
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            return document_examples(json.loads(f.read()))
+    except (tf.errors.OpError, ValueError, AttributeError):
+        return {}
+
+
+def read_version_document(model: str, version: int, version_dir: str) -> dict[str, Any]:
+    """The document of a SavedModel on disk, with its stored examples (any filesystem)."""
+    from tfserving.saved_model import read_meta_graph, signature_specs
+
+    return version_document(model, version, signature_specs(read_meta_graph(version_dir)),
+                            examples=stored_examples(version_dir))
+
+
+def read_root_document(serving_root: str, model: str | None = None) -> dict[str, Any]:
+    """The merged document of a serving root (or of one ``model``), as TF Serving serves it.
+
+    Models and labels come from ``models.config`` (else every model directory); each
+    model's unversioned paths go to the newest version its policy serves. Raises
+    ValueError naming the model when ``model`` is not in the root.
+    """
+    import tensorflow as tf
+
+    from tfserving import layout, model_config
+
+    root = serving_root.rstrip("/")
+    if not tf.io.gfile.isdir(root):
+        raise ValueError(f"serving root {serving_root} is not a directory")
+    proto = model_config.read(root)
+    if proto is not None:
+        configs = model_config.model_configs(proto)
+    else:
+        configs = [model_config.ModelConfig(name.rstrip("/")) for name in
+                   sorted(tf.io.gfile.listdir(root)) if tf.io.gfile.isdir(f"{root}/{name}")
+                   and layout.valid_model_name(name.rstrip("/"))]
+    if model is not None:
+        configs = [c for c in configs if c.name == model]
+        if not configs:
+            raise ValueError(f"model '{model}' is not in {serving_root} (see its "
+                             f"{model_config.CONFIG_FILE} or model directories)")
+    docs, defaults, labels = [], {}, {}
+    for config in configs:
+        model_dir = f"{root}/{config.name}"
+        versions = {}
+        if tf.io.gfile.isdir(model_dir):
+            for name in tf.io.gfile.listdir(model_dir):
+                number = layout.parse_version(name.rstrip("/"))
+                path = f"{model_dir}/{name.rstrip('/')}"
+                if number is not None and tf.io.gfile.exists(f"{path}/saved_model.pb"):
+                    versions[number] = path
+        served = config.policy.select(versions)
+        docs.extend(read_version_document(config.name, v, versions[v]) for v in sorted(served))
+        if served:
+            defaults[config.name] = max(served)
+        labels[config.name] = {k: v for k, v in config.labels.items() if v in served}
+    return merge_documents(docs, default_versions=defaults, labels=labels)
