@@ -67,9 +67,42 @@ def choose(signatures: Mapping[str, json_tensor.SignatureSpec], op_types: set[st
     return True, f"event loop ({', '.join(timings)} per warmup call <= {limit})"
 
 
-def graph_op_types(graph_def) -> set[str]:
-    """Op types in a GraphDef and every function of its library."""
-    ops = {node.op for node in graph_def.node}
-    for function in graph_def.library.function:
-        ops.update(node.op for node in function.node_def)
+def signature_op_types(meta_graph, keys) -> set[str]:
+    """Op types the signatures ``keys`` can run: the nodes their outputs depend on, and the
+    functions those call (transitively). Save/restore and other graph parts are left out."""
+    graph = meta_graph.graph_def
+    nodes = {node.name: node for node in graph.node}
+    functions = {f.signature.name: f for f in graph.library.function}
+    ops: set[str] = set()
+    pending = [info.name.split(":")[0].lstrip("^")
+               for key in keys for info in meta_graph.signature_def[key].outputs.values()]
+    seen_nodes: set[str] = set()
+    seen_functions: set[str] = set()
+
+    def called(node) -> list[str]:
+        names = [node.op] if node.op in functions else []
+        for attr in node.attr.values():
+            if attr.HasField("func"):
+                names.append(attr.func.name)
+            names.extend(f.name for f in attr.list.func)
+        return names
+
+    calls: list[str] = []
+    while pending:
+        name = pending.pop()
+        if name in seen_nodes or name not in nodes:
+            continue
+        seen_nodes.add(name)
+        node = nodes[name]
+        ops.add(node.op)
+        calls.extend(called(node))
+        pending.extend(i.split(":")[0].lstrip("^") for i in node.input)
+    while calls:
+        name = calls.pop()
+        if name in seen_functions or name not in functions:
+            continue
+        seen_functions.add(name)
+        for node in functions[name].node_def:
+            ops.add(node.op)
+            calls.extend(called(node))
     return ops

@@ -35,7 +35,8 @@ class Servable:
         # As TF Serving: replay the warmup requests; a failure fails the load.
         warmup_seconds = warmup.replay(warmup.read(path), self.run, self.signatures)
         self.inline, self.dispatch = dispatch.choose(
-            self.signatures, dispatch.graph_op_types(meta_graph.graph_def), warmup_seconds)
+            self.signatures, dispatch.signature_op_types(meta_graph, self.signatures),
+            warmup_seconds)
 
     def signature(self, name: str) -> json_tensor.SignatureSpec:
         """The signature called ``name`` ("" means ``serving_default``); else a 400."""

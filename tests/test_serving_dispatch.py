@@ -64,6 +64,23 @@ def test_unmeasured_or_unbounded_versions_run_on_the_pool(signatures, ops, secon
     assert why.startswith("thread pool (") and reason in why, why
 
 
+def test_op_types_are_those_a_signature_can_run(store):
+    """Loops and state writes are found inside called functions; save/restore ops are not
+    counted (every TF2 SavedModel has them, no signature runs them)."""
+    from tfserving.saved_model import read_meta_graph
+
+    def risky(kind: str) -> list[str]:
+        meta_graph = read_meta_graph(store[kind])
+        ops = dispatch.signature_op_types(meta_graph, list(meta_graph.signature_def))
+        return sorted(o for o in ops if o in dispatch._LOOP_OPS or dispatch._WRITE_OP.search(o))
+
+    assert risky("sum_two") == [] and risky("fun_runif") == []
+    assert risky("busy") == ["StatelessWhile"]
+    assert risky("counter") == ["AssignAddVariableOp"]
+    library = read_meta_graph(store["sum_two"]).graph_def.library.function
+    assert "MergeV2Checkpoints" in {n.op for f in library for n in f.node_def}
+
+
 def test_loaded_versions_report_their_dispatch(store):
     servable = load(store, "sum_two")
     assert not servable.inline

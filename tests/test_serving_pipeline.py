@@ -34,7 +34,7 @@ def server(published):
     log = open(published / "serve.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [sys.executable, os.path.join(PROJECT, "runner.py"), "serve",
-         "--output-dir", str(published), "--port", str(port)],
+         "--output-dir", str(published), "--port", str(port), "--grpc-port", str(free_port())],
         cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -107,3 +107,17 @@ def test_status_and_metadata_of_published_models(server):
     metrics = httpx.get(f"{server}/monitoring/prometheus/metrics").text
     assert 'model_name="sum_two"' in metrics
     assert json.loads(httpx.get(f"{server}/v1/models/nope").text)["error"]
+
+
+def test_published_versions_carry_warmup_requests(published, server):
+    """Every pushed version has TF Serving's warmup file, and the server replayed it."""
+    from tfserving import warmup
+
+    for name in ("sum_two", "fun_runif", "mobilenet_v2_test"):
+        logs = warmup.read(str(published / "serving" / name / "1"))
+        assert logs and all(log.WhichOneof("log_type") == "predict_log" for log in logs)
+    log = (published / "serve.log").read_text()
+    # Which side of the 1 ms line a call falls on depends on the machine's load; that the
+    # decision came from the warmup replay does not.
+    assert "model sum_two: loaded version 1; calls run on the " in log
+    assert "per warmup call" in log
