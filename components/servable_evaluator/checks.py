@@ -8,7 +8,8 @@ converted by the REST codec the server uses, so an example that passes here is a
 the same way by the server (and by TF Serving, whose JSON rules it follows):
 ``serving.saved_model.read_meta_graph``/``signature_specs`` read the signature defs,
 ``serving.json_tensor.parse_json``/``decode_predict`` turn a request into input arrays (row
-``instances`` or columnar ``inputs``, ``{"b64": ...}``, dtype and shape rules) and
+``instances`` or columnar ``inputs``, ``{"b64": ...}``, dtype rules; shapes are the graph's
+to judge, as in TF Serving) and
 ``serving.json_tensor.predict_response`` gives the response body expectations are compared with.
 
 Decisions:
@@ -23,8 +24,9 @@ Decisions:
 - Row format works iff row requests with 1 and 2 copies of one instance are both answered
   with that many predictions; a model that only takes one instance per request (the seed
   MobileNet) is recorded as not row-capable, with the instance counts that worked.
-- Float outputs are written as the server writes them, with the shortest decimal that
-  round-trips their own precision (float32 ``0.1`` is ``0.1``), so exact expectations work.
+- Float outputs are written as the server (and TF Serving's WriteDecimal) writes them:
+  six significant digits when they read back to the same value (float32 ``0.1`` is
+  ``0.1``), else nine (float32) or seventeen (double).
 """
 
 from __future__ import annotations
@@ -614,24 +616,29 @@ def _check_formats(sig: _Signature, calls: Sequence[_Call], settings: Checks,
 
 
 def _row_format(sig: _Signature, calls: Sequence[_Call]) -> dict[str, Any]:
-    scalars = [a for a, s in sig.inputs.items() if s.shape.rank == 0]
+    """Row format as TF Serving reads it (json_tensor.cc FillTensorMapFromInstancesList).
+
+    TF Serving stacks the instances on a new leading dimension and lets the graph decide
+    whether it takes that shape; it checks no shape against the signature. So nothing is
+    ruled out in advance: row requests of 1 and 2 copies of one instance of a call that
+    worked (each input's first item, a scalar input as it is) are tried, and row format
+    works iff they are answered with 1 and 2 predictions.
+    """
     if not sig.inputs:
         return {"ok": False, "detail": "the signature has no inputs to put in instances"}
-    if scalars:
-        return {"ok": False, "detail": f"input(s) {', '.join(scalars)} are scalars (shape []); "
-                "row format stacks instances along a new leading dimension"}
     if not calls:
         return {"ok": False, "detail": "no call worked (see the call checks)"}
     base = calls[0]
-    leading = {a: (None if t.shape.rank == 0 else int(t.shape[0]))
-               for a, t in base.tensors.items()}
-    if None in leading.values() or 0 in leading.values() or len(set(leading.values())) > 1:
-        return {"ok": False, "detail": f"the inputs of {base.source} share no leading "
-                "instance dimension: " + ", ".join(
-                    f"{a} {_shape(t.shape)}" for a, t in base.tensors.items())}
+    empty = [a for a, t in base.tensors.items() if t.shape.rank and int(t.shape[0]) == 0]
+    if empty:
+        return {"ok": False, "detail": f"the inputs of {base.source} have no first instance "
+                "to repeat: " + ", ".join(f"{a} {_shape(base.tensors[a].shape)}"
+                                           for a in empty)}
     # One instance of the base call, as a client writes it in a row request.
-    instance = encode_b64({a: t[0].numpy() for a, t in base.tensors.items()})
+    instance = encode_b64({a: (t if t.shape.rank == 0 else t[0]).numpy()
+                           for a, t in base.tensors.items()})
     item = next(iter(instance.values())) if len(instance) == 1 else instance
+    scalars = [a for a, t in base.tensors.items() if t.shape.rank == 0]
     worked: list[int] = []
     failures: list[str] = []
     for n in ROW_TRIAL_SIZES:
@@ -642,11 +649,10 @@ def _row_format(sig: _Signature, calls: Sequence[_Call]) -> dict[str, Any]:
         except Exception as e:
             failures.append(f"{n} instance(s): {_error_text(e)}")
             continue
-        wrong_out = [f"{a} {_shape(o.shape)}" for a, o in sorted(outputs.items())
-                     if int(o.shape[0]) != n]
-        if wrong_out or len(response["predictions"]) != n:
-            failures.append(f"{n} instance(s) gave output(s) " + ", ".join(wrong_out)
-                            + f" instead of {n} predictions")
+        if len(response["predictions"]) != n:
+            failures.append(f"{n} instance(s) gave output(s) " + ", ".join(
+                f"{a} {_shape(o.shape)}" for a, o in sorted(outputs.items()))
+                + f": {len(response['predictions'])} predictions instead of {n}")
             continue
         worked.append(n)
     if not failures:
@@ -654,7 +660,9 @@ def _row_format(sig: _Signature, calls: Sequence[_Call]) -> dict[str, Any]:
                 f"{base.source}) were answered with 1 and 2 predictions"}
     only = (f"only {', '.join(map(str, worked))} instance(s) per request work; "
             if worked else "")
-    return {"ok": False, "instances_ok": worked, "detail": only + "; ".join(failures)}
+    note = (f"input(s) {', '.join(scalars)} are scalars (shape []), which row format feeds "
+            "with shape [instances]; " if scalars else "")
+    return {"ok": False, "instances_ok": worked, "detail": note + only + "; ".join(failures)}
 
 
 # --- helpers -------------------------------------------------------------------------------
