@@ -2,7 +2,7 @@
 
     python runner.py                 # = run: export, evaluate and push every servable
     python runner.py status          # what is published, and by which run
-    python runner.py serve           # TF-Serving-compatible REST API on 127.0.0.1:8501
+    python runner.py serve           # TF Serving's REST (127.0.0.1:8501) and gRPC (:8500) APIs
     python runner.py compile --target kubeflow --out pipeline.json
 
 Everything a run writes goes under ./outputs unless told otherwise.
@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     common(status)
     status.set_defaults(command_fn=_cmd_status)
 
-    serve = commands.add_parser("serve", help="serve the serving root over TF Serving's REST API")
+    serve = commands.add_parser(
+        "serve", help="serve the serving root over TF Serving's REST and gRPC APIs")
     common(serve)
     from serving import main as server_main
 

@@ -1,6 +1,6 @@
-"""A small client for TensorFlow Serving's REST API (this server or the real one).
+"""A small client for TensorFlow Serving's REST and gRPC APIs (this server or the real one).
 
-    client = ServingClient("http://127.0.0.1:8501")
+    client = ServingClient("http://127.0.0.1:8501")   # or "grpc://127.0.0.1:8500": same calls
     client.predict("sum_two", instances=[[1.0, 2.0, 3.0]])      # {"predictions": [[3.0, 4.0, 5.0]]}
     client.predict("mobilenet_v2_test", inputs=jpeg_bytes)       # bytes are sent as {"b64": ...}
     client.status("sum_two"); client.metadata("sum_two", version=1)
@@ -11,7 +11,8 @@ converted with ``tolist()``. Responses are returned as parsed JSON; use
 :func:`decode_b64` to turn ``{"b64": ...}`` outputs back into ``bytes``.
 Errors raise :class:`ServingClientError` with the HTTP status and TF Serving's
 error message. Only the documented REST paths are used, so the same calls work
-against ``tensorflow/serving``.
+against ``tensorflow/serving``. A ``grpc://host:port`` address gives the gRPC
+client (:mod:`serving.grpc_client`): same calls, same answers.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from tfserving.json_tensor import decode_b64, encode_b64  # noqa: F401 - re-expo
 class ServingClientError(Exception):
     """The server answered with an error status."""
 
-    def __init__(self, status_code: int, message: str):
+    def __init__(self, status_code: int, message: str, code: str | None = None):
         super().__init__(f"HTTP {status_code}: {message}")
         self.status_code = status_code
         self.message = message
+        self.code = code  # the gRPC status code name (gRPC transport only)
 
 
 def _dumps(payload: Any) -> bytes:
@@ -41,6 +43,14 @@ def _dumps(payload: Any) -> bytes:
 
 class ServingClient:
     """Calls one server; a thin wrapper over ``httpx.Client`` (keep-alive, timeouts)."""
+
+    def __new__(cls, base_url: str = "http://127.0.0.1:8501", **kwargs: Any) -> ServingClient:
+        """A ``grpc://`` address makes a :class:`serving.grpc_client.GrpcServingClient`."""
+        if cls is ServingClient and base_url.startswith("grpc://"):
+            from serving.grpc_client import GrpcServingClient
+
+            return super().__new__(GrpcServingClient)
+        return super().__new__(cls)
 
     def __init__(self, base_url: str = "http://127.0.0.1:8501", *, timeout: float = 60.0,
                  http: httpx.Client | None = None):

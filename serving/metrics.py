@@ -3,8 +3,11 @@
 The metric names are TF Serving's (``:tensorflow:serving:request_count`` and
 ``:tensorflow:serving:request_latency``, the latter in microseconds), so
 dashboards built for TF Serving read this server too; a ``version`` label is
-added. Only known models get their own series: requests for unknown models are
-counted under ``model_name=""`` so hostile clients cannot grow the label set.
+added. ``entrypoint`` is ``REST`` or ``GRPC``; ``API`` names the call the same way on
+both (``predict``, ``classify``, ``regress``, ``status``, ``metadata``, and on gRPC
+also ``multi_inference`` and ``reload_config``). Only known models get their own
+series: requests for unknown models are counted under ``model_name=""`` so hostile
+clients cannot grow the label set.
 """
 
 from __future__ import annotations
@@ -29,18 +32,24 @@ class Metrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str, str, str], int] = {}
-        self._latency: dict[tuple[str, str, str], list] = {}
+        self._counts: dict[tuple[str, str, str, str, str], int] = {}
+        self._latency: dict[tuple[str, str, str, str], list] = {}
 
-    def observe(self, model: str, version: str, api: str, status: str, seconds: float) -> None:
-        """Records one request; ``status`` is a TF error code name (``OK``, ...)."""
+    def observe(self, model: str, version: str, api: str, status: str, seconds: float,
+                entrypoint: str = "REST") -> None:
+        """Records one request; ``status`` is a TF error code name (``OK``, ...).
+
+        ``entrypoint`` is ``REST`` or ``GRPC``, TF Serving's label for the API a request
+        came in on.
+        """
         micros = seconds * 1e6
         with self._lock:
-            key = (model, version, api, status)
+            key = (model, version, api, entrypoint, status)
             self._counts[key] = self._counts.get(key, 0) + 1
-            hist = self._latency.get((model, version, api))
+            series = (model, version, api, entrypoint)
+            hist = self._latency.get(series)
             if hist is None:
-                hist = self._latency[(model, version, api)] = [[0] * len(BUCKETS_US), 0, 0.0]
+                hist = self._latency[series] = [[0] * len(BUCKETS_US), 0, 0.0]
             index = bisect.bisect_left(BUCKETS_US, micros)
             if index < len(BUCKETS_US):
                 hist[0][index] += 1
@@ -54,15 +63,15 @@ class Metrics:
             latency = sorted((k, (list(v[0]), v[1], v[2])) for k, v in self._latency.items())
         lines = [f"# HELP {_COUNT} The total number of requests.",
                  f"# TYPE {_COUNT} counter"]
-        for (model, version, api, status), n in counts:
+        for (model, version, api, entrypoint, status), n in counts:
             lines.append(f'{_COUNT}{{model_name="{_escape(model)}",version="{_escape(version)}",'
-                         f'API="{api}",entrypoint="REST",status="{status}"}} {n}')
+                         f'API="{api}",entrypoint="{entrypoint}",status="{status}"}} {n}')
         lines += [f"# HELP {_LATENCY} Distribution of wall time (in microseconds) for "
                   "requests.",
                   f"# TYPE {_LATENCY} histogram"]
-        for (model, version, api), (buckets, total, micros) in latency:
+        for (model, version, api, entrypoint), (buckets, total, micros) in latency:
             labels = (f'model_name="{_escape(model)}",version="{_escape(version)}",'
-                      f'API="{api}",entrypoint="REST"')
+                      f'API="{api}",entrypoint="{entrypoint}"')
             cumulative = 0
             for bound, n in zip(BUCKETS_US, buckets, strict=True):
                 cumulative += n

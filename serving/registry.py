@@ -79,6 +79,9 @@ class ModelRegistry:
         self._thread: threading.Thread | None = None
         self._config_stamp: tuple | None = None
         self._configs: list[ModelConfig] | None = None
+        # A config from HandleReloadConfigRequest, served until models.config changes.
+        self._reloaded: list[ModelConfig] | None = None
+        self._reloaded_stamp: tuple | None = None
         self._in_flight_loads = 0
         self._unloaded = False
 
@@ -119,7 +122,21 @@ class ModelRegistry:
 
     # -- scanning
 
+    def _config_file_stamp(self) -> tuple | None:
+        try:
+            st = os.stat(model_config.config_path(self.root))
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
     def _current_configs(self, strict: bool) -> list[ModelConfig]:
+        if self._reloaded is not None:
+            if self._config_file_stamp() == self._reloaded_stamp:
+                return list(self._reloaded)
+            log.info("%s changed: serving it instead of the reloaded config",
+                     model_config.CONFIG_FILE)
+            self._reloaded = None
+            self._config_stamp = None  # read it again
         path = model_config.config_path(self.root)
         try:
             st = os.stat(path)
@@ -153,6 +170,21 @@ class ModelRegistry:
         """One scan: reads the config and version directories, then reconciles."""
         with self._poll_lock:
             self._poll(strict)
+
+    def reload_config(self, configs: list[ModelConfig], timeout: float | None = None) -> None:
+        """Serves ``configs`` (TF Serving's HandleReloadConfigRequest) and waits for the loads.
+
+        They replace the models of ``models.config`` (or of the directory scan) until
+        that file changes on disk; then the file wins again. ``base_path`` is ignored
+        here as in the file: a model is always ``<serving root>/<name>``.
+        """
+        with self._poll_lock:
+            self._reloaded = list(configs)
+            self._reloaded_stamp = self._config_file_stamp()
+            log.info("reload request: serving %s", ", ".join(c.name for c in configs) or
+                     "no models")
+            self._poll(strict=False)
+        self.wait_idle(timeout)
 
     def _poll(self, strict: bool) -> None:
         configs = self._current_configs(strict)
@@ -292,20 +324,28 @@ class ModelRegistry:
     def status(self, name: str, version: int | None = None,
                label: str | None = None) -> dict[str, Any]:
         """The GetModelStatus response (versions newest first)."""
+        if label is not None:
+            with self._lock:
+                version = self._label_version(self._models.get(name), label)
+        return {"model_version_status": [state.to_json(v) for v, state
+                                         in self.version_states(name, version)]}
+
+    def version_states(self, name: str,
+                       version: int | None = None) -> list[tuple[int, VersionStatus]]:
+        """``(version, state)`` of one version, or of every version newest first.
+
+        NOT_FOUND as TF Serving's GetModelStatus (``get_model_status_impl.cc``).
+        """
         with self._lock:
             model = self._models.get(name)
-            if label is not None:
-                version = self._label_version(model, label)
             states = dict(model.status) if model is not None else {}
         if version is not None:
             if version not in states:
                 raise not_found(f"Could not find version {version} of model {echo(name)}")
-            items = [(version, states[version])]
-        else:
-            if not states:
-                raise not_found(f"Could not find any versions of model {echo(name)}")
-            items = sorted(states.items(), reverse=True)
-        return {"model_version_status": [state.to_json(v) for v, state in items]}
+            return [(version, states[version])]
+        if not states:
+            raise not_found(f"Could not find any versions of model {echo(name)}")
+        return sorted(states.items(), reverse=True)
 
 
 def _describe_load_error(error: BaseException | None, name: str, version: int) -> tuple[str, str]:

@@ -216,6 +216,8 @@ class Server:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+        if "--grpc-port" not in args:  # gRPC's default 8500 would clash between test servers
+            args = (*args, "--grpc-port", "0")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serving", "--serving-dir", root, "--port", str(self.port),
              *args],

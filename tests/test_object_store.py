@@ -323,7 +323,7 @@ def test_serve_answers_from_the_bucket_and_picks_up_a_new_version(s3_run, tmp_pa
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
             [sys.executable, os.path.join(PROJECT, "runner.py"), "serve",
-             "--serving-dir", s3_run.serving_root, "--port", str(port)],
+             "--serving-dir", s3_run.serving_root, "--port", str(port), "--grpc-port", "0"],
             cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT)
     tail = lambda: log_path.read_text(errors="replace")[-4000:]  # noqa: E731
     try:
