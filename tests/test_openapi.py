@@ -621,14 +621,27 @@ def test_response_schemas_accept_what_the_encoder_writes():
 
 
 @pytest.fixture(scope="module")
-def seed_server(tmp_path_factory):
-    """A real server (``python -m serving``) over the seed servables, version 1 each."""
+def seed_root(tmp_path_factory) -> str:
+    """A serving root with the seed servables (version 1 each) published as the pipeline's
+    pusher publishes them: with ``assets.extra/openapi.json`` (the catalog's examples)."""
+    from components.versioned_pusher.extras import version_files
+    from components.versioned_pusher.publish import publish
     from tests import serving_fixtures as sf
 
-    root = tmp_path_factory.mktemp("openapi") / "serving"
-    for model in SEEDS:
-        sf.add_version(str(root), model, 1, model)
-    with sf.running_server(str(root), "sum_two") as server:
+    root = str(tmp_path_factory.mktemp("openapi") / "serving")
+    for model, source in sf.model_store(*SEEDS).items():
+        publish(source, root, model, fingerprint=model, config_base_path="",
+                extra_files=lambda version, m=model, s=source: version_files(
+                    s, m, version, examples=CATALOG_EXAMPLES[m]))
+    return root
+
+
+@pytest.fixture(scope="module")
+def seed_server(seed_root):
+    """A real server (``python -m serving``) over :func:`seed_root`."""
+    from tests import serving_fixtures as sf
+
+    with sf.running_server(seed_root, "sum_two") as server:
         for model in SEEDS:
             server.wait_ready(model)
         yield server
@@ -745,8 +758,7 @@ class DocumentClient:
 
 @pytest.mark.slow
 def test_generated_client_calls_every_operation(http):
-    doc = openapi.merge_documents([seed_document(m) for m in SEEDS],
-                                  default_versions={m: 1 for m in SEEDS})
+    doc = http.get("/openapi.json").json()
     validate_openapi(doc)
     client = DocumentClient(doc, http)
     called = 0
@@ -764,3 +776,29 @@ def test_generated_client_calls_every_operation(http):
     assert called == 3 * 4 + 2 * (2 + 1 + 1)
     with pytest.raises(ValueError, match="rejects"):
         client.call("sum_two.predict", {"instances": [["1", 2, 3]]})
+
+
+@pytest.mark.slow
+def test_server_pipeline_and_command_line_documents_agree(http, seed_root):
+    """/openapi.json (from the loaded versions), the pusher's files and `runner.py openapi`."""
+    import subprocess
+    import sys
+
+    served = http.get("/openapi.json").json()
+    expected = openapi.merge_documents([seed_document(m) for m in SEEDS],
+                                       default_versions={m: 1 for m in SEEDS})
+    assert served == json.loads(json.dumps(expected))
+    for model in SEEDS:
+        with open(os.path.join(seed_root, model, "1", openapi.DOCUMENT_FILE), "rb") as f:
+            stored = json.load(f)
+        validate_openapi(stored)
+        assert stored == json.loads(json.dumps(seed_document(model)))
+        assert http.get(f"/v1/models/{model}/versions/1/openapi.json").json() == stored
+    printed = subprocess.run(
+        [sys.executable, "runner.py", "openapi", "--serving-dir", seed_root],
+        cwd=PROJECT, capture_output=True, text=True, check=True, timeout=120)
+    assert json.loads(printed.stdout) == served
+    one = subprocess.run(
+        [sys.executable, "runner.py", "openapi", "--serving-dir", seed_root, "--model", "nope"],
+        cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert one.returncode == 2 and "model 'nope' is not in" in one.stderr
