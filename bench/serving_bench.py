@@ -3,7 +3,9 @@
 - In-process limit: a separate process loads each SavedModel and calls its serving
   signature in a loop with the same inputs (``python bench/serving_bench.py inprocess``).
 - Server: ``python -m serving`` on 127.0.0.1; ``bench/loadgen.py`` in a second process
-  sends the same body with 1, 4 and 16 keep-alive clients for a fixed time.
+  sends the same body with 1, 4 and 16 keep-alive clients for a fixed time. The same
+  server process then gets the same request over gRPC (``bench/grpc_loadgen.py``: a
+  ``PredictRequest`` as ``ServingClient("grpc://...")`` builds it), same client counts.
 - Peer: ``mlflow models serve`` (``bench/mlflow_peer.py``), same bodies, same load.
 
 CPU seconds of the server (and its children) and of the load generator are recorded
@@ -46,6 +48,22 @@ def _body(name: str) -> bytes:
         return BODIES[name]
     with open(os.path.join(ROOT, "data", "requests", f"{name}.json"), "rb") as f:
         return f.read()
+
+
+def grpc_body(name: str, target: str) -> bytes:
+    """``_body(name)`` as the serialized PredictRequest the gRPC client sends for it.
+
+    The same values (a JPEG's raw bytes instead of base64); numbers as tensor_content,
+    as ``tf.make_tensor_proto`` and ``ServingClient("grpc://...")`` write them.
+    """
+    from serving.client import ServingClient, decode_b64
+
+    doc = json.loads(_body(name))
+    with ServingClient(f"grpc://{target}") as client:
+        key = "instances" if "instances" in doc else "inputs"
+        request = client.predict_request(name, **{key: decode_b64(doc[key])},
+                                         signature_name=doc.get("signature_name"))
+    return request.SerializeToString()
 
 
 # ---------------------------------------------------------------------- in-process limit
@@ -164,12 +182,16 @@ def server(cmd: Sequence[str], ready_urls: Sequence[str], log_path: str,
 def run_load(url: str, body: bytes, concurrency: int, duration: float, server_pid: int,
              work: str) -> dict[str, Any]:
     """One ``bench/loadgen.py`` process; adds its CPU seconds and the server's."""
-    body_file = os.path.join(work, "body.json")
+    body_file = os.path.join(work, "body.bin")
     with open(body_file, "wb") as f:
         f.write(body)
     server_cpu = _process_cpu(server_pid)
+    if url.startswith("grpc://"):  # a serialized PredictRequest to grpc://host:port
+        target = ["bench/grpc_loadgen.py", "--target", url[len("grpc://"):]]
+    else:
+        target = ["bench/loadgen.py", "--url", url]
     proc = subprocess.Popen(
-        [PYTHON, os.path.join(ROOT, "bench", "loadgen.py"), "--url", url, "--body-file",
+        [PYTHON, os.path.join(ROOT, target[0]), *target[1:], "--body-file",
          body_file, "--concurrency", str(concurrency), "--duration", str(duration),
          "--warmup", "0.5"], cwd=ROOT, stdout=subprocess.PIPE)
     watchdog = threading.Timer(duration + 60, proc.kill)
@@ -192,24 +214,35 @@ def run_load(url: str, body: bytes, concurrency: int, duration: float, server_pi
 def bench_server(label: str, cmd: Sequence[str], ready_urls: Sequence[str],
                  urls: Mapping[str, str], duration: float, work: str,
                  env: Mapping[str, str] | None = None, profile: str | None = None,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
+                 log: Callable[[str], None] = print,
+                 grpc_target: str | None = None) -> dict[str, Any]:
     """Every load level for every model against one running server.
 
     ``profile`` names a model: one more 4-client run on it is sampled with py-spy.
+    ``grpc_target`` (host:port): the same requests over gRPC too, into ``grpc_models``.
     """
     results: dict[str, Any] = {}
     started = time.perf_counter()
     out: dict[str, Any] = {}
     with server(cmd, ready_urls, os.path.join(work, f"{label}.log"), env) as pid:
         out["startup_s"] = time.perf_counter() - started
+        # REST and gRPC alternate per load level, so both see the same machine state.
+        runs = [(label, results, lambda name, url: (url, _body(name)))]
+        if grpc_target:
+            out["grpc_models"] = {}
+            runs.append((f"{label} gRPC", out["grpc_models"], lambda name, url: (
+                f"grpc://{grpc_target}", grpc_body(name, grpc_target))))
         for name, url in urls.items():
-            results[name] = {}
+            for _, store, _ in runs:
+                store[name] = {}
+            requests = [(tag, store, *request(name, url)) for tag, store, request in runs]
             for clients in LOAD_LEVELS:
-                r = run_load(url, _body(name), clients, duration, pid, work)
-                results[name][str(clients)] = r
-                log(f"  {label:<14} {name:<18} {clients:>2} clients {r['rps']:8.1f} req/s  "
-                    f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
-                    f"errors {r['errors']}")
+                for tag, store, target, body in requests:
+                    r = run_load(target, body, clients, duration, pid, work)
+                    store[name][str(clients)] = r
+                    log(f"  {tag:<14} {name:<18} {clients:>2} clients {r['rps']:8.1f} req/s  "
+                        f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
+                        f"errors {r['errors']}")
         if profile and os.access(PY_SPY, os.X_OK):
             out["profile"] = profile_server(pid, urls[profile], _body(profile), duration, work)
             out["profile"]["model"] = profile
@@ -317,16 +350,17 @@ def bench_serving(serving_root: str, names: Sequence[str] = ("sum_two", "mobilen
     for name, r in limit.items():
         log(f"  in-process     {name:<18} {r['calls_per_s']:8.1f} calls/s  "
             f"{r['mean_us']:8.1f} µs/call")
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     ours = bench_server(
         "tfx-servables",
         [PYTHON, "-m", "serving", "--serving-dir", serving_root, "--port", str(port),
-         "--log-level", "warning"],
+         "--grpc-port", str(grpc_port), "--log-level", "warning"],
         [f"{base}/v1/models/{n}" for n in names],
         {n: f"{base}/v1/models/{n}:predict" for n in names}, duration, work,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"},
-        profile="sum_two" if profile and "sum_two" in names else None, log=log)
+        profile="sum_two" if profile and "sum_two" in names else None, log=log,
+        grpc_target=f"127.0.0.1:{grpc_port}")
     result = {"inprocess": limit, "server": ours, "duration_s": duration,
               "load_levels": list(LOAD_LEVELS)}
     if peer:
