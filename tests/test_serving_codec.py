@@ -479,6 +479,13 @@ def test_encode_row_errors(outputs, fragment):
 def test_encode_columnar_scalars_and_empty_unwritable():
     assert jt.encode_predict({"y": np.array(1.0, dtype=np.float32)}, jt.COLUMNAR) == (
         b'{"outputs":1.0}')
+    for scalar, text in ((np.int64(600_000), b"600000"), (np.bool_(True), b"true"),
+                         (np.uint64(2**64 - 1), b"18446744073709551615"),
+                         (np.array(b"x", dtype=object), b'"x"')):
+        assert jt.encode_predict({"y": np.asarray(scalar)}, jt.COLUMNAR) == (
+            b'{"outputs":' + text + b"}")
+    assert jt.encode_predict({"a": np.int32(1), "b": np.float64(0.5)}, jt.COLUMNAR) == (
+        b'{"outputs":{"a":1,"b":0.5}}')
     # TF Serving fails on a type only when it writes a value of it.
     assert jt.encode_predict({"c": np.zeros((0,), np.complex64)}, jt.COLUMNAR) == (
         b'{"outputs":[]}')

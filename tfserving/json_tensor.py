@@ -1040,6 +1040,8 @@ def _tensor_json(name: str, arr: np.ndarray, rows: bool) -> list[bytes]:
             converted[:] = [_as_bytes(b).decode("utf-8", "replace") for b in flat]
         nested = converted.reshape(arr.shape).tolist()
         return [orjson.dumps(row) for row in nested] if rows else [orjson.dumps(nested)]
+    if arr.ndim == 0:  # (np.ascontiguousarray would make it 1-d)
+        return [orjson.dumps(arr[()], option=orjson.OPT_SERIALIZE_NUMPY)]
     arr = np.ascontiguousarray(arr)
     if rows:
         return [orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) for row in arr]
