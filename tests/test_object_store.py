@@ -15,6 +15,7 @@ Two kinds of tests:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -55,9 +56,11 @@ def ram_root():
     """A fresh ``ram://`` prefix, removed afterwards."""
     import tensorflow as tf
 
-    root = f"ram://tfx-servables-test-{os.getpid()}-{next(_ram_roots)}"
+    # Fixed-width names: TensorFlow's ram:// lists by bare string prefix, so a root
+    # named ...-1 would also "contain" the entries of ...-10.
+    root = f"ram://tfx-servables-test-{os.getpid()}-{next(_ram_roots):06d}"
     yield root
-    if tf.io.gfile.exists(root):
+    with contextlib.suppress(tf.errors.NotFoundError):  # ram:// directories are implicit
         tf.io.gfile.rmtree(root)
 
 
@@ -96,8 +99,10 @@ def adder_exports(tmp_path_factory) -> dict[int, str]:
 def _tree_sizes(root: str) -> dict[str, int]:
     import tensorflow as tf
 
+    from tfserving.filesystems import walk
+
     sizes = {}
-    for directory, _, files in tf.io.gfile.walk(root):
+    for directory, _, files in walk(root):
         for name in files:
             path = f"{directory.rstrip('/')}/{name}"
             sizes[path[len(root):].lstrip("/")] = tf.io.gfile.stat(path).length
@@ -142,9 +147,12 @@ def test_publish_on_ram_versions_unchanged_and_retention_with_pins(ram_root, pro
     source = adder.read_text()
     spec = _servable("sum_two", str(project / "servables" / "catalog.yaml")).export_spec()
 
+    exports = itertools.count()
+
     def export(increment: int) -> str:
         adder.write_text(source.replace("x + 2", f"x + {increment}"))
-        path = f"{ram_root}/exports/{increment}"
+        # A new directory each time: ram:// appends to a file written twice.
+        path = f"{ram_root}/exports/{next(exports):03d}"
         export_servable(spec, str(project), path)
         return path
 
@@ -162,6 +170,7 @@ def test_publish_on_ram_versions_unchanged_and_retention_with_pins(ram_root, pro
     assert list_versions(f"{serving}/sum_two") == [1]
 
     # Pin version 1 with a label in models.config; keep only the newest version.
+    tf.io.gfile.remove(f"{serving}/models.config")  # (rewriting a ram:// file appends)
     with tf.io.gfile.GFile(f"{serving}/models.config", "w") as f:
         f.write('model_config_list { config { name: "sum_two" base_path: "/models/sum_two" '
                 'model_platform: "tensorflow" version_labels { key: "stable" value: 1 } } }')

@@ -18,6 +18,7 @@ S3 settings are tensorflow-io's environment variables: ``S3_ENDPOINT`` (e.g.
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 # Schemes tensorflow-io 0.37 registers (its libtensorflow_io_plugins.so).
@@ -69,3 +70,61 @@ def ensure_filesystem(path: str) -> str:
     known = ", ".join(sorted(f"{s}://" for s in registered | _TENSORFLOW_IO_SCHEMES if s))
     raise ValueError(f"{path!r}: TensorFlow has no filesystem for '{wanted}://' "
                      f"(supported: local paths, {known})")
+
+
+def join(path: str, *names: str) -> str:
+    """``path/name/...`` for local paths and URIs alike (no doubled slashes)."""
+    return "/".join([path.rstrip("/"), *(n.strip("/") for n in names)]) if names else path
+
+
+def listdir(path: str) -> list[str]:
+    """Sorted child names of directory ``path`` (no trailing ``/``); [] if it is not one.
+
+    Through ``tf.io.gfile``, with one repair: TensorFlow's ``ram://`` filesystem
+    lists by bare string prefix, so ``ram://x/a`` also "contains" ``.extra`` from a
+    sibling ``ram://x/a.extra`` and ``b`` from ``ram://x/ab``; such names, which do
+    not exist under ``path``, are dropped.
+    """
+    import tensorflow as tf
+
+    ensure_filesystem(path)
+    if not tf.io.gfile.isdir(path):
+        return []
+    names = sorted({name.rstrip("/") for name in tf.io.gfile.listdir(path)} - {""})
+    if scheme(path) == "ram":
+        names = [n for n in names if tf.io.gfile.exists(join(path, n))]
+    return names
+
+
+def walk(top: str):
+    """``os.walk``-style ``(dirpath, dirnames, filenames)``, top-down, via :func:`listdir`."""
+    import tensorflow as tf
+
+    dirs, files = [], []
+    for name in listdir(top):
+        (dirs if tf.io.gfile.isdir(join(top, name)) else files).append(name)
+    yield top, dirs, files
+    for name in dirs:
+        yield from walk(join(top, name))
+
+
+def rmtree(path: str) -> None:
+    """Deletes directory ``path`` and everything under it; nothing if it does not exist.
+
+    Files first, then directories bottom-up, listed with :func:`listdir`:
+    ``tf.io.gfile.rmtree`` on ``ram://`` fails on a SavedModel with both ``assets/``
+    and ``assets.extra/`` (its listing mixes them up). Directories that vanish with
+    their last file (object stores, ``ram://``) are fine.
+    """
+    import tensorflow as tf
+
+    if not tf.io.gfile.isdir(path):
+        return
+    levels = list(walk(path))
+    for directory, _, files in levels:
+        for name in files:
+            with contextlib.suppress(tf.errors.NotFoundError):
+                tf.io.gfile.remove(join(directory, name))
+    for directory, _, _ in reversed(levels):
+        with contextlib.suppress(tf.errors.NotFoundError):
+            tf.io.gfile.rmtree(directory)  # empty by now

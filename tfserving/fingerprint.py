@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+from tfserving import filesystems
+
 
 def servable_fingerprint(model_dir: str) -> str:
     """Hex digest identifying what ``model_dir``'s SavedModel computes and carries."""
@@ -39,7 +41,8 @@ def servable_fingerprint(model_dir: str) -> str:
         digest.update(value)
     assets = os.path.join(model_dir, "assets")
     if tf.io.gfile.isdir(assets):
-        for root, _, files in sorted(tf.io.gfile.walk(assets)):
+        # filesystems.walk: tf.io.gfile.walk on ram:// would list the sibling assets.extra/.
+        for root, _, files in sorted(filesystems.walk(assets)):
             for name in sorted(files):
                 path = os.path.join(root, name)
                 digest.update(os.path.relpath(path, assets).encode())

@@ -19,7 +19,8 @@ from typing import Any
 import tensorflow as tf
 
 from components.specs import ExportSpec, SignatureDecl, TensorDecl
-from tfserving import warmup
+from tfserving import filesystems, warmup
+from tfserving.filesystems import ensure_filesystem
 from tfserving.fingerprint import servable_fingerprint
 from tfserving.saved_model import read_meta_graph, signature_specs
 from tfserving.status import ServingError
@@ -43,6 +44,7 @@ def export_servable(spec: ExportSpec, base_dir: str, export_dir: str) -> dict[st
     with the user's traceback when user code fails.
     """
     name = spec.name
+    ensure_filesystem(export_dir)
     module = _import_user_module(name, os.path.join(base_dir, spec.module), base_dir)
     factory = getattr(module, spec.object, None)
     if not callable(factory):
@@ -105,8 +107,9 @@ def describe_saved_model(export_dir: str) -> dict[str, Any]:
     """Signatures (inputs/outputs with dtype and shape), fingerprints and size."""
     fingerprint = servable_fingerprint(export_dir)
     tf_fingerprint = tf.saved_model.experimental.read_fingerprint(export_dir).singleprint()
-    size = sum(os.path.getsize(os.path.join(root, f))
-               for root, _, files in os.walk(export_dir) for f in files)
+    # Through tf.io.gfile: the export dir may be a bucket (os.walk would find nothing there).
+    size = sum(tf.io.gfile.stat(filesystems.join(root, f)).length
+               for root, _, files in filesystems.walk(export_dir) for f in files)
     return {"signatures": saved_model_signatures(export_dir), "fingerprint": fingerprint,
             "tf_fingerprint": tf_fingerprint, "size_bytes": size}
 

@@ -18,12 +18,20 @@ pushers of one model get distinct versions, and temp dirs left behind by a crash
 push are safely removed by the next push: a live push holds the lock while its temp dir exists.
 flock needs a local filesystem (or NFS with working locks).
 
-Object stores (a root containing "://", e.g. gs://, s3://): there is no atomic rename and no lock.
-Files are copied with tf.io.gfile straight into ``<N>/``, ``saved_model.pb`` last (as TFX's stock
-Pusher does), so TF Serving may see the version dir before it is complete and retries the load once
-saved_model.pb exists. Concurrent pushers of one model can race for the same version number, a
-crashed push leaves a partial version behind, and the read-modify-write of models.config is not
-protected: run at most one pusher per remote serving root at a time.
+Other filesystems (a root containing "://": gs://, s3://, ram://, ...), through tf.io.gfile:
+there is no atomic rename of a directory and no lock. A push uploads the SavedModel into a hidden
+staging dir ``<model_root>/.tmp-<N>-...`` (ignored by TF Serving: not a version name), then moves
+it file by file into ``<N>/`` (a server-side copy on object stores), ``saved_model.pb`` last:
+TF Serving loads a version once its saved_model.pb exists, and by then every other file is
+there. A failed or killed upload leaves at most the hidden staging dir; only a push killed during
+the moves can leave a ``<N>/`` without saved_model.pb, which the pusher then ignores (it is
+never "the newest version", never counts for retention) and logs. Concurrent pushers of one
+model on one remote root can race for a version number: run one pusher per model at a time
+(one pipeline run at a time), as the pipeline does.
+
+models.config: ``publish`` updates the model's entry by default. In the pipeline the pushers
+leave it alone and one fan-in step writes every entry with :func:`write_models_config` after
+all pushers (components/serving_config), so parallel branches cannot lose each other's entries.
 """
 
 import contextlib
@@ -34,11 +42,13 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfserving import model_config
+from tfserving.filesystems import ensure_filesystem, is_remote, join, listdir, rmtree
+from tfserving.filesystems import walk as gfile_walk
 from tfserving.fingerprint import servable_fingerprint
 from tfserving.layout import INT64_MAX, parse_version, valid_model_name
 from tfserving.model_config import ModelConfig
@@ -66,7 +76,7 @@ class PublishResult:
 
 
 def _is_remote(path: str) -> bool:
-    return "://" in path
+    return is_remote(path)
 
 
 def _gfile():  # -> the tf.io.gfile module, imported lazily
@@ -78,11 +88,7 @@ def _gfile():  # -> the tf.io.gfile module, imported lazily
 def _children(path: str) -> list[tuple[str, bool]]:
     """(name, is_dir) of each entry of `path`; [] when it does not exist."""
     if _is_remote(path):
-        gfile = _gfile()
-        if not gfile.isdir(path):
-            return []
-        names = {name.rstrip("/") for name in gfile.listdir(path)}
-        return [(name, gfile.isdir(os.path.join(path, name))) for name in sorted(names)]
+        return [(name, _gfile().isdir(join(path, name))) for name in listdir(path)]
     try:
         with os.scandir(path) as entries:
             return sorted((e.name, e.is_dir()) for e in entries)
@@ -103,6 +109,32 @@ def _version_dirs(model_root: str) -> dict[int, list[str]]:
 def list_versions(model_root: str) -> list[int]:
     """Sorted versions under `model_root`, non-version entries ignored as TF Serving does."""
     return sorted(_version_dirs(model_root))
+
+
+def _has_saved_model(model_dir: str) -> bool:
+    exists = _gfile().exists if _is_remote(model_dir) else os.path.isfile
+    return any(exists(os.path.join(model_dir, f)) for f in _SAVED_MODEL_FILES)
+
+
+def _complete_version_dirs(model_root: str) -> dict[int, list[str]]:
+    """`_version_dirs`, without remote versions that have no saved_model.pb (yet).
+
+    On a remote root such a directory is a push in its final moves or one killed there
+    (see the module docstring): it is neither the newest version nor one to keep.
+    Local versions appear whole (atomic rename) and are all counted.
+    """
+    dirs = _version_dirs(model_root)
+    if not _is_remote(model_root):
+        return dirs
+    complete = {}
+    for version, names in dirs.items():
+        names = [n for n in names if _has_saved_model(os.path.join(model_root, n))]
+        if names:
+            complete[version] = names
+        else:
+            log.warning("%s has no saved_model.pb: an unfinished or interrupted push; ignored. "
+                        "Delete it if no push is running.", os.path.join(model_root, str(version)))
+    return complete
 
 
 def _fingerprint_or_none(model_dir: str) -> str | None:
@@ -139,7 +171,7 @@ def _fsync_dir(path: str) -> None:
 def _list_tree(root: str) -> tuple[list[str], list[str]]:
     """Relative (dirs parents first, files with saved_model.pb last) under a SavedModel dir."""
     root = root.rstrip("/")
-    walk = _gfile().walk(root) if _is_remote(root) else os.walk(root, followlinks=True)
+    walk = gfile_walk(root) if _is_remote(root) else os.walk(root, followlinks=True)
     dirs: list[str] = []
     files: list[str] = []
     for dirpath, _, filenames in walk:
@@ -178,15 +210,46 @@ def _copy_tree_local(source_dir: str, dst: str) -> None:
     _fsync_dir(dst)
 
 
-def _copy_tree_gfile(source_dir: str, dst: str) -> None:
-    """Copy the SavedModel to `dst` with tf.io.gfile, saved_model.pb last."""
+def _publish_remote(source_dir: str, model_root: str, version: int,
+                    extras: Mapping[str, bytes] | None = None) -> str:
+    """Upload to a hidden staging dir, then move file by file into `<N>/`, saved_model.pb last.
+
+    `extras` (path inside the version -> bytes) are staged with the SavedModel's files.
+    Returns the version directory. On any error, removes what it wrote and re-raises.
+    """
     gfile = _gfile()
     dirs, files = _list_tree(source_dir)
-    gfile.makedirs(dst)
-    for rel in dirs:
-        gfile.makedirs(os.path.join(dst, rel))
-    for rel in files:
-        gfile.copy(os.path.join(source_dir, rel), os.path.join(dst, rel), overwrite=True)
+    extras = dict(extras or {})
+    dirs = sorted({*dirs, *(d for rel in extras for d in _parents(rel))})
+    files = sorted({*files, *extras}, key=lambda f: (f in _SAVED_MODEL_FILES, f))
+    staging = join(model_root, _tmp_name("", version))
+    destination = join(model_root, str(version))
+    try:
+        for rel in ["", *dirs]:
+            gfile.makedirs(join(staging, rel))
+        for rel in files:
+            if rel in extras:
+                with gfile.GFile(join(staging, rel), "wb") as f:
+                    f.write(extras[rel])
+            else:
+                gfile.copy(join(source_dir, rel), join(staging, rel), overwrite=True)
+        for rel in ["", *dirs]:
+            gfile.makedirs(join(destination, rel))
+        for rel in files:  # sorted with saved_model.pb last by _list_tree
+            gfile.rename(join(staging, rel), join(destination, rel), overwrite=False)
+    except BaseException:
+        for path in (destination, staging):
+            with contextlib.suppress(Exception):
+                rmtree(path)
+        raise
+    rmtree(staging)  # only empty directories are left in it
+    return destination
+
+
+def _parents(rel: str) -> list[str]:
+    """'a/b/c' -> ['a', 'a/b']."""
+    parts = rel.split("/")[:-1]
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
 def _remove_path(path: str) -> None:
@@ -230,31 +293,32 @@ def _entries(config, name: str) -> list:
     return [e for e in config.model_config_list.config if e.name == name]
 
 
-def _merged_config(old, serving_root: str, model_name: str, config: ModelConfig | None,
+def _merged_config(old, serving_root: str, updates: Sequence[tuple[str, ModelConfig | None]],
                    config_base_path: str | None):
-    """`old` with this model's entry replaced and unlisted model dirs added, sorted by name.
+    """`old` with the entries of `updates` replaced and unlisted model dirs added, by name.
 
-    config=None keeps an existing entry's policy, labels and (unless config_base_path is given)
-    base_path; a new entry gets the default 'latest' policy.
+    A None config keeps an existing entry's policy, labels and (unless config_base_path is
+    given) base_path; a new entry gets the default 'latest' policy.
     """
     if old.WhichOneof("config") == "custom_model_config":
         raise ValueError(f"{model_config.config_path(serving_root)} uses custom_model_config; "
                          "cannot merge")
-    others = [e for e in old.model_config_list.config if e.name != model_name]
-    current = _entries(old, model_name)
+    updated = {name for name, _ in updates}
+    entries = [e for e in old.model_config_list.config if e.name not in updated]
+    for model_name, config in updates:
+        current = _entries(old, model_name)
+        entry = model_server_config_pb2.ModelConfig()
+        if current:
+            entry.CopyFrom(current[-1])  # keeps fields we do not manage (e.g. logging_config)
+        base_path = _entry_base_path(serving_root, model_name, config_base_path)
+        if config is None and current:
+            if config_base_path is not None:
+                entry.base_path = base_path
+        else:
+            dataclasses.replace(config or ModelConfig(model_name), name=model_name,
+                                base_path=base_path).fill(entry)
+        entries.append(entry)
 
-    entry = model_server_config_pb2.ModelConfig()
-    if current:
-        entry.CopyFrom(current[-1])  # keeps fields we do not manage (e.g. logging_config)
-    base_path = _entry_base_path(serving_root, model_name, config_base_path)
-    if config is None and current:
-        if config_base_path is not None:
-            entry.base_path = base_path
-    else:
-        dataclasses.replace(config or ModelConfig(model_name), name=model_name,
-                            base_path=base_path).fill(entry)
-
-    entries = [*others, entry]
     known = {e.name for e in entries}
     for name, is_dir in _children(serving_root):
         if (is_dir and name not in known and not name.startswith(".")
@@ -268,12 +332,12 @@ def _merged_config(old, serving_root: str, model_name: str, config: ModelConfig 
     return merged
 
 
-def _write_config(serving_root: str, model_name: str, config: ModelConfig | None,
+def _write_config(serving_root: str, updates: Sequence[tuple[str, ModelConfig | None]],
                   config_base_path: str | None, *, only_if_entry_changes: bool = False) -> str:
     """Read-modify-write of models.config, under the root's lock on local roots.
 
     Nothing is written when the merged config equals the existing one, nor, with
-    only_if_entry_changes, when this model's entry is already exactly as wanted.
+    only_if_entry_changes, when the updated entries are already exactly as wanted.
     """
     lock = (contextlib.nullcontext() if _is_remote(serving_root)
             else _flock(os.path.join(serving_root, CONFIG_LOCK_FILENAME)))
@@ -282,13 +346,34 @@ def _write_config(serving_root: str, model_name: str, config: ModelConfig | None
             _remove_leftovers(serving_root, model_config.leftover_prefix())
         old = model_config.read(serving_root)
         merged = _merged_config(old or model_server_config_pb2.ModelServerConfig(), serving_root,
-                                model_name, config, config_base_path)
+                                updates, config_base_path)
         if old is not None:
             if merged == old:
                 return model_config.config_path(serving_root)  # unchanged: no TF Serving reload
-            if only_if_entry_changes and _entries(old, model_name) == _entries(merged, model_name):
+            if only_if_entry_changes and all(_entries(old, name) == _entries(merged, name)
+                                             for name, _ in updates):
                 return model_config.config_path(serving_root)
         return model_config.write(serving_root, merged)
+
+
+def write_models_config(serving_root: str, configs: Sequence[ModelConfig], *,
+                        config_base_path: str | None = None) -> str:
+    """Writes the entries of `configs` into `<serving_root>/models.config` in one go.
+
+    The pipeline's one models.config writer (after every pusher). A model gets its entry
+    only once it has a version; other models' entries are kept as they are, and model dirs
+    with versions but no entry get a default ('latest') one. `config_base_path` as in
+    :func:`publish`. Nothing is written when the file would not change. Locked on local
+    roots (two runs on one disk); on remote roots it relies on being the only writer.
+    """
+    ensure_filesystem(serving_root)
+    for config in configs:
+        _check_model_name(config.name)
+    if not _is_remote(serving_root):
+        os.makedirs(serving_root, exist_ok=True)
+    updates = [(c.name, c) for c in configs
+               if _complete_version_dirs(os.path.join(serving_root, c.name))]
+    return _write_config(serving_root, updates, config_base_path)
 
 
 def serving_state(serving_root: str, model_name: str) -> str:
@@ -297,6 +382,7 @@ def serving_state(serving_root: str, model_name: str) -> str:
     Meant as a cache-key parameter: it changes whenever what is published for
     this model changed, and not when another model is pushed ("" if nothing).
     """
+    ensure_filesystem(serving_root)
     versions = list_versions(os.path.join(serving_root, model_name))
     try:
         config = model_config.read(serving_root)
@@ -349,14 +435,14 @@ def _next_version(model_root: str) -> int:
 
 
 def _apply_retention(model_root: str, keep: int, protected: set[int]) -> tuple[int, ...]:
-    dirs = _version_dirs(model_root)
+    dirs = _complete_version_dirs(model_root)
     doomed = tuple(v for v in sorted(dirs)[:-keep] if v not in protected)
     if not doomed:
         return ()
     if _is_remote(model_root):  # no rename on object stores
         for version in doomed:
             for name in dirs[version]:
-                _gfile().rmtree(os.path.join(model_root, name))
+                rmtree(os.path.join(model_root, name))
         return doomed
     trash = []
     for version in doomed:
@@ -375,7 +461,7 @@ def _apply_retention(model_root: str, keep: int, protected: set[int]) -> tuple[i
 def publish(source_dir: str, serving_root: str, model_name: str, *,
             fingerprint: str | None = None, keep: int | None = None,
             config: ModelConfig | None = None,
-            config_base_path: str | None = None) -> PublishResult:
+            config_base_path: str | None = None, write_config: bool = True) -> PublishResult:
     """Publish the SavedModel at `source_dir` as the next version of `model_name`.
 
     Skips the push (reason "unchanged") when the newest version has the same fingerprint
@@ -384,12 +470,17 @@ def publish(source_dir: str, serving_root: str, model_name: str, *,
     `config`. Then models.config is updated: this model's entry gets `config` (None keeps an
     existing entry's policy) and base path f"{config_base_path}/{name}" (else the absolute path).
     An unchanged push only rewrites models.config if this model's entry would change.
+    `write_config=False` leaves models.config to :func:`write_models_config` (the pipeline's
+    fan-in writer); versions it pins or labels are protected either way.
 
     Local roots: locked, atomic (temp dir + fsync + rename); a failed copy leaves the root as it
     was (apart from the model dir and its .lock file, created on the first push) and re-raises.
-    Remote roots ("://"): gfile copy, saved_model.pb last, no lock (see the module docstring).
+    Remote roots ("://"): staged upload, then moves with saved_model.pb last, no lock (see the
+    module docstring).
     """
     _check_model_name(model_name)
+    ensure_filesystem(source_dir)
+    ensure_filesystem(serving_root)
     if keep is not None and keep < 1:
         raise ValueError(f"keep must be >= 1, not {keep}")
     remote = _is_remote(serving_root)
@@ -417,11 +508,12 @@ def publish(source_dir: str, serving_root: str, model_name: str, *,
         if config is not None:
             protected |= config.pinned_versions()
 
-        dirs = _version_dirs(model_root)
+        dirs = _complete_version_dirs(model_root)
         if _is_unchanged(model_root, dirs, fingerprint):
             newest = max(dirs)
-            _write_config(serving_root, model_name, config, config_base_path,
-                          only_if_entry_changes=True)
+            if write_config:
+                _write_config(serving_root, [(model_name, config)], config_base_path,
+                              only_if_entry_changes=True)
             return PublishResult(pushed=False, version=newest,
                                  destination=os.path.join(model_root, dirs[newest][0]),
                                  reason="unchanged")
@@ -429,12 +521,7 @@ def publish(source_dir: str, serving_root: str, model_name: str, *,
         version = _next_version(model_root)
         destination = os.path.join(model_root, str(version))
         if remote:
-            try:
-                _copy_tree_gfile(source_dir, destination)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    _gfile().rmtree(destination)
-                raise
+            destination = _publish_remote(source_dir, model_root, version)
         else:
             tmp = os.path.join(model_root, _tmp_name("", version))
             try:
@@ -447,6 +534,7 @@ def publish(source_dir: str, serving_root: str, model_name: str, *,
         log.info("Published %s as %s", source_dir, destination)
 
         removed = _apply_retention(model_root, keep, protected) if keep else ()
-        _write_config(serving_root, model_name, config, config_base_path)
+        if write_config:
+            _write_config(serving_root, [(model_name, config)], config_base_path)
     return PublishResult(pushed=True, version=version, destination=destination,
                          reason="pushed", removed_versions=removed)
