@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -802,3 +803,35 @@ def test_server_pipeline_and_command_line_documents_agree(http, seed_root):
         [sys.executable, "runner.py", "openapi", "--serving-dir", seed_root, "--model", "nope"],
         cwd=PROJECT, capture_output=True, text=True, timeout=120)
     assert one.returncode == 2 and "model 'nope' is not in" in one.stderr
+
+
+@pytest.mark.slow
+def test_pusher_files_and_root_document_on_an_object_store():
+    """``ram://`` stands in for gs:// and s3://: same tf.io.gfile paths, no rename."""
+    import tensorflow as tf
+
+    from components.versioned_pusher.extras import version_files
+    from components.versioned_pusher.publish import publish
+    from tests import serving_fixtures as sf
+
+    root = f"ram://openapi-test-{os.getpid()}/serving"
+    source = sf.model_store("sum_two")["sum_two"]
+    report = f"ram://openapi-test-{os.getpid()}/blessing/report.md"
+    with tf.io.gfile.GFile(report, "wb") as f:
+        f.write(b"# Servable `sum_two`: BLESSED\n")
+    try:
+        publish(source, root, "sum_two", fingerprint="x", config_base_path="",
+                extra_files=lambda version: version_files(
+                    source, "sum_two", version, examples=CATALOG_EXAMPLES["sum_two"],
+                    report_path=report))
+        with tf.io.gfile.GFile(f"{root}/sum_two/1/{openapi.REPORT_FILE}", "rb") as f:
+            assert f.read().startswith(b"# Servable `sum_two`: BLESSED")
+        doc = openapi.read_root_document(root)
+        validate_openapi(doc)
+        assert doc == json.loads(json.dumps(openapi.merge_documents(
+            [seed_document("sum_two")], default_versions={"sum_two": 1})))
+        with pytest.raises(ValueError, match="model 'nope' is not in"):
+            openapi.read_root_document(root, model="nope")
+    finally:
+        with contextlib.suppress(tf.errors.NotFoundError):  # ram:// directories are implicit
+            tf.io.gfile.rmtree(f"ram://openapi-test-{os.getpid()}")
