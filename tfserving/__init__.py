@@ -9,6 +9,10 @@ Both the pipeline (``components/``, ``pipeline/``) and the server
 - ``layout``: model-name and version-directory rules.
 - ``model_config``: ``models.config`` (ModelServerConfig) read and write.
 - ``json_tensor``: the REST JSON formats (``util/json_tensor.cc``).
+- ``tensor_proto``: gRPC's ``TensorProto`` to arrays and back (``Tensor::FromProto``,
+  ``AsProtoField``).
+- ``classification``: the Classify / Regress rules of ``classifier.cc`` /
+  ``regressor.cc`` (signature checks, ``Input`` to serialized examples, results).
 - ``status``: error codes and their HTTP statuses.
 - ``saved_model``: SavedModel and signature reading.
 - ``fingerprint``: a SavedModel's content fingerprint.

@@ -1,8 +1,9 @@
-"""Classify and Regress as TF Serving runs them, for the REST and the gRPC API alike.
+"""Classify and Regress as TF Serving runs them (used by ``serving/grpc_api.py``).
 
 TF Serving answers ``:classify`` / ``:regress`` (REST) and ``Classify`` /
 ``Regress`` / ``MultiInference`` (gRPC) with the same code
-(``servables/tensorflow/classifier.cc``, ``regressor.cc``, ``util.cc``):
+(``servables/tensorflow/classifier.cc``, ``regressor.cc``, ``util.cc``), so
+these rules are meant for both APIs:
 
 1. the signature is checked (``PreProcessClassification`` /
    ``PreProcessRegression``): one input, ``inputs``; one or two outputs among
