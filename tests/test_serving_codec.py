@@ -406,7 +406,16 @@ def test_float_texts_on_random_bit_patterns():
     arr = rng.integers(0, 2**32, size=20000, dtype=np.uint64).astype(np.uint32).view(np.float32)
     short = np.float32([float(format(v, "g")) for v in rng.uniform(-1e6, 1e6, 5000)])
     arr = np.concatenate([arr, short])
-    assert jt.float_texts(arr) == [reference_text(float(v)) for v in arr]
+    expected = [reference_text(float(v)) for v in arr]
+    assert jt.float_texts(arr) == expected
+    # Small arrays take a plain loop instead of array arithmetic: same texts.
+    assert [t for i in range(0, 4000, 8) for t in jt.float_texts(arr[i:i + 8])] == expected[:4000]
+    doubles = np.concatenate([rng.integers(0, 2**63, size=2000, dtype=np.int64).view(np.float64),
+                              np.float64([0.1, 1 / 3, 2.0**60, 1e22, 123456.0, -0.0])])
+    expected = [reference_text(float(v), double=True) for v in doubles]
+    assert jt.float_texts(doubles) == expected
+    assert [t for i in range(0, 2000, 8) for t in jt.float_texts(doubles[i:i + 8])] == (
+        expected[:2000])
 
 
 def test_encode_row_and_columnar():

@@ -53,6 +53,7 @@ import binascii
 import json
 import math
 import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -959,42 +960,73 @@ def float_texts(values: np.ndarray) -> list[str]:
     are ``NaN``, ``Infinity``, ``-Infinity``.
     """
     flat = np.ascontiguousarray(values).ravel()
-    with np.errstate(all="ignore"):  # signalling NaNs warn on the cast
+    single = flat.dtype == np.float32
+    if flat.size <= _SMALL_FLOATS:  # numpy calls cost more than a plain loop here
+        return [_float_text(v, single) for v in flat.tolist()]
+    with np.errstate(all="ignore"):
         as_double = flat.astype(np.float64)
-    numbers = as_double.tolist()
-    if flat.dtype == np.float32:
-        # Which values have a six-digit form that reads back: found with array arithmetic
-        # (scaling by an exact power of ten), then confirmed by reading the text back.
-        with np.errstate(all="ignore"):
-            magnitude = np.abs(as_double)
-            exponent = np.floor(np.log10(np.where(magnitude > 0, magnitude, 1.0)))
-            shift = 5 - exponent
+        finite = np.isfinite(as_double)
+        integral = finite & (np.floor(as_double) == as_double)
+        magnitude = np.abs(as_double)
+        if single:
+            # Which values have a six-digit form that reads back: found with array
+            # arithmetic (scaling by an exact power of ten), confirmed by reading back.
+            shift = 5 - np.floor(np.log10(np.where(magnitude > 0, magnitude, 1.0)))
             scale = 10.0 ** np.abs(shift)
             rounded = np.where(shift >= 0, np.round(as_double * scale) / scale,
                                np.round(as_double / scale) * scale)
-            short = rounded.astype(np.float32) == flat
+            short = finite & (rounded.astype(np.float32) == flat)
+    numbers = as_double.tolist()
+    if single:
         texts = [format(v, "g" if ok else ".9g")
                  for v, ok in zip(numbers, short.tolist(), strict=True)]
         candidates = np.flatnonzero(short)
         if candidates.size:
             read_back = np.array([texts[i] for i in candidates.tolist()],
                                  dtype=np.float64).astype(np.float32)
-            for i in candidates[read_back != flat[candidates]].tolist():
+            wrong = candidates[read_back != flat[candidates]]
+            short[wrong] = False
+            for i in wrong.tolist():
                 texts[i] = format(numbers[i], ".9g")
+        # Whole numbers print without a point below 1e6 (%g) or 1e9 (%.9g): add ".0".
+        plain = integral & (magnitude < np.where(short, 1e6, 1e9))
     else:
         texts = []
         for v in numbers:
             text = format(v, "g")
             texts.append(text if float(text) == v else format(v, ".17g"))
-    finite = np.isfinite(as_double)
-    for i, text in enumerate(texts):
-        if "." not in text and "e" not in text:
-            texts[i] = text + ".0"
+        plain = integral & (magnitude < 1e17)
+    for i in np.flatnonzero(plain).tolist():
+        if "." not in texts[i] and "e" not in texts[i]:
+            texts[i] += ".0"
     if not finite.all():
         for i in np.flatnonzero(~finite).tolist():
             v = numbers[i]
             texts[i] = "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
     return texts
+
+
+_SMALL_FLOATS = 32
+_FLOAT32 = struct.Struct("f")
+
+
+def _float_text(v: float, single: bool) -> str:
+    """One value as WriteDecimal writes it (``single``: a float32, given as a double)."""
+    if v != v:
+        return "NaN"
+    if v in (math.inf, -math.inf):
+        return "Infinity" if v > 0 else "-Infinity"
+    text = format(v, "g")
+    if single:
+        try:
+            same = _FLOAT32.unpack(_FLOAT32.pack(float(text)))[0] == v
+        except OverflowError:
+            same = False
+        if not same:
+            text = format(v, ".9g")
+    elif float(text) != v:
+        text = format(v, ".17g")
+    return text if "." in text or "e" in text else text + ".0"
 
 
 def _group(items: list[str], dims: tuple[int, ...], outer: int) -> list[str]:
@@ -1009,17 +1041,17 @@ def _group(items: list[str], dims: tuple[int, ...], outer: int) -> list[str]:
     return items
 
 
-_WRITABLE_KINDS = {"f": ("float32", "float64"), "i": ("int8", "int16", "int32", "int64"),
-                   "u": ("uint8", "uint32", "uint64"), "b": ("bool",)}
+_WRITABLE = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.int8, np.int16, np.int32,
+                                            np.int64, np.uint8, np.uint32, np.uint64, np.bool_,
+                                            object))
 
 
 def _check_writable(name: str, arr: np.ndarray) -> None:
     """TF Serving writes float, double, (u)int8/16/32/64 but uint16, bool and strings only."""
-    if arr.dtype == object or arr.dtype.kind in "SU" or arr.size == 0:
+    if arr.dtype in _WRITABLE or arr.dtype.kind in "SU" or arr.size == 0:
         return
-    if arr.dtype.name not in _WRITABLE_KINDS.get(arr.dtype.kind, ()):
-        tf_name = _NUMPY_TF_NAMES.get(arr.dtype.name, arr.dtype.name)
-        raise invalid_argument(f"Failed to write JSON value for tensor type: {tf_name}")
+    tf_name = _NUMPY_TF_NAMES.get(arr.dtype.name, arr.dtype.name)
+    raise invalid_argument(f"Failed to write JSON value for tensor type: {tf_name}")
 
 
 def _tensor_json(name: str, arr: np.ndarray, rows: bool) -> list[bytes]:
