@@ -48,6 +48,7 @@ Stack decision: Starlette on uvicorn, with orjson for JSON.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -68,6 +69,7 @@ from starlette.types import Receive, Scope, Send
 from serving import pages
 from serving.metrics import Metrics
 from serving.registry import ModelRegistry
+from serving.servable import Servable
 from tfserving import defaults, json_tensor
 from tfserving.status import ServingError, echo, invalid_argument
 
@@ -288,13 +290,18 @@ class RestApi:
 
 def create_app(serving_root: str, *, poll_interval: float = 0.5,
                max_body_bytes: int = defaults.MAX_BODY_BYTES,
-               workers: int | None = None) -> Starlette:
+               workers: int | None = None,
+               intra_op_threads: int = 0, inter_op_threads: int = 0) -> Starlette:
     """The ASGI app serving ``serving_root``; models load during startup (lifespan).
 
     ``workers`` bounds the threads running TensorFlow (default: CPUs + 4, at
     most 32).
+    ``intra_op_threads``/``inter_op_threads``: each version's session config, as TF
+    Serving's ``--tensorflow_intra_op_parallelism``/``--tensorflow_inter_op_parallelism``.
     """
-    registry = ModelRegistry(serving_root, poll_interval=poll_interval)
+    loader = functools.partial(Servable, intra_op_threads=intra_op_threads,
+                               inter_op_threads=inter_op_threads)
+    registry = ModelRegistry(serving_root, poll_interval=poll_interval, loader=loader)
     api = RestApi(registry, max_body_bytes=max_body_bytes,
                   workers=workers or min(32, (os.cpu_count() or 1) + 4))
 

@@ -70,6 +70,27 @@ def set_intra_op_threads(threads: int) -> int:
     return threads
 
 
+def set_inter_op_threads(threads: int) -> int:
+    """Sizes TensorFlow's inter-op thread pool (0: TensorFlow's default); returns the size set.
+
+    Like :func:`set_intra_op_threads`: must run before TensorFlow runs anything.
+    """
+    import tensorflow as tf
+
+    if threads < 0:
+        raise ValueError(f"inter-op threads must be >= 0, not {threads}")
+    if tf.config.threading.get_inter_op_parallelism_threads() == threads:
+        return threads
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as err:  # TensorFlow's runtime is already initialised
+        current = tf.config.threading.get_inter_op_parallelism_threads()
+        log.warning("cannot set TensorFlow's inter-op threads to %d (%s); keeping %d",
+                    threads, err, current)
+        return current
+    return threads
+
+
 def _uvicorn_speedups() -> dict[str, str]:
     """uvicorn's ``loop``/``http`` options: uvloop and httptools if importable, else auto."""
     import importlib.util
@@ -83,13 +104,18 @@ def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
           poll_interval: float = defaults.POLL_INTERVAL,
           max_body_bytes: int = defaults.MAX_BODY_BYTES,
           workers: int | None = None, intra_op_threads: int | None = None,
-          access_log: bool = False, log_level: str = "info",
+          inter_op_threads: int = 0, access_log: bool = False, log_level: str = "info",
           grpc_port: int = defaults.GRPC_PORT) -> None:
     """Runs the server until interrupted (binds loopback unless ``host`` says otherwise).
 
     ``intra_op_threads``: threads TensorFlow may use inside one op (0: TensorFlow's
     default, one per CPU; None: :func:`default_intra_op_threads`, 1 on machines with at
-    most 2 CPUs). ``grpc_port``: where the gRPC API listens on ``host`` (0: no gRPC).
+    most 2 CPUs). ``inter_op_threads``: ops of one call that may run at once (0:
+    TensorFlow's default). Both are TF Serving's ``--tensorflow_intra_op_parallelism`` and
+    ``--tensorflow_inter_op_parallelism``: they configure every version's session and
+    TensorFlow's process-wide pools (which TensorFlow sizes once, at first use, from
+    whichever session or eager context comes first; setting both keeps them equal).
+    ``grpc_port``: where the gRPC API listens on ``host`` (0: no gRPC).
     """
     import uvicorn
 
@@ -105,12 +131,16 @@ def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
     if intra_op_threads is None:
         intra_op_threads = default_intra_op_threads()
     threads = set_intra_op_threads(intra_op_threads)
+    inter_threads = set_inter_op_threads(inter_op_threads)
     speedups = _uvicorn_speedups()
     log.info("TensorFlow intra-op threads: %s; uvicorn loop %s, http %s",
              threads or f"TensorFlow's default ({available_cpus()} CPUs)", speedups["loop"],
              speedups["http"])
+    log.info("TensorFlow inter-op threads: %s",
+             inter_threads or "TensorFlow's default")
     app = create_app(serving_root, poll_interval=poll_interval, max_body_bytes=max_body_bytes,
-                     workers=workers)
+                     workers=workers, intra_op_threads=threads,
+                     inter_op_threads=inter_threads)
     if grpc_port:
         add_grpc(app, host, grpc_port)
     else:
@@ -166,11 +196,18 @@ def add_arguments(parser: argparse.ArgumentParser, *, serving_dir: bool = True) 
                         help="larger request bodies get 413 (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=None,
                         help="threads running TensorFlow (default: CPUs + 4, at most 32)")
-    parser.add_argument("--intra-op-threads", type=int, default=None, metavar="N",
-                        help="threads TensorFlow may use inside one op, as TF Serving's "
+    parser.add_argument("--tensorflow-intra-op-parallelism", "--tensorflow_intra_op_parallelism",
+                        "--intra-op-threads", dest="intra_op_threads", type=int, default=None,
+                        metavar="N",
+                        help="threads TensorFlow may use inside one op, TF Serving's "
                              "--tensorflow_intra_op_parallelism (0: TensorFlow's default, one "
-                             "per CPU; default: 1 on machines with at most 2 CPUs, where "
-                             "concurrent requests already use both, else 0)")
+                             "per CPU, as TF Serving; default: 1 on machines with at most 2 "
+                             "CPUs, where concurrent requests already use both, else 0)")
+    parser.add_argument("--tensorflow-inter-op-parallelism", "--tensorflow_inter_op_parallelism",
+                        dest="inter_op_threads", type=int, default=0, metavar="N",
+                        help="ops of one call TensorFlow may run at once, TF Serving's "
+                             "--tensorflow_inter_op_parallelism (default: %(default)s, "
+                             "TensorFlow's default, as TF Serving)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info", "debug"])
@@ -183,6 +220,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     if args.intra_op_threads is not None and args.intra_op_threads < 0:
         parser.error("--intra-op-threads must be >= 0")
+    if args.inter_op_threads < 0:
+        parser.error("--tensorflow-inter-op-parallelism must be >= 0")
     if not 0 <= args.grpc_port <= 65535:
         parser.error("--grpc-port must be a port number, or 0 to turn gRPC off")
     if args.grpc_port and args.grpc_port == args.port:
@@ -195,6 +234,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(str(err))
     serve(args.serving_dir, args.host, args.port, poll_interval=args.poll_interval,
           max_body_bytes=args.max_body_bytes, workers=args.workers,
-          intra_op_threads=args.intra_op_threads, access_log=args.access_log,
+          intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads,
+          access_log=args.access_log,
           log_level=args.log_level, grpc_port=args.grpc_port)
     return 0

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.s3_fixtures import run_child
 from tests.tfs_testdata import ASSET_CONTENTS, tfs_models
 from tfserving.bundle import _lenient_callable, load_bundle, session_config
 from tfserving.status import ServingError
@@ -246,7 +247,7 @@ def test_load_errors(tmp_path, models):
     with pytest.raises(ServingError) as info:
         load_bundle(models["counter"], tags=("serve", "gpu"))
     assert (info.value.code, info.value.message) == (
-        "NOT_FOUND", "Could not find meta graph def matching supplied tags: { serve gpu }")
+        "NOT_FOUND", "Could not find meta graph def matching supplied tags: { gpu serve }")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "saved_model.pb").write_bytes(b"\x00this is not a SavedModel\xff" * 10)
@@ -286,64 +287,23 @@ def test_loads_through_tensorflow_filesystems(models):
         assert _filename(bundle) == b"foo.txt"
 
 
-_S3_CHILD = """
-import json, os, sys
-import boto3
-endpoint, source = sys.argv[1], sys.argv[2]
-s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-s3.create_bucket(Bucket="models")
-for dirpath, _dirs, files in os.walk(source):
-    for name in files:
-        full = os.path.join(dirpath, name)
-        s3.upload_file(full, "models", "half_plus_three/1/" + os.path.relpath(full, source))
-import tensorflow_io  # registers s3:// with TensorFlow's filesystem layer
-from tfserving.bundle import load_bundle
-bundle = load_bundle("s3://models/half_plus_three/1")
-y = bundle.run("serving_default", {"x": [1.0, 2.0, 5.0]})["y"].tolist()
-print(json.dumps({"y": y, "filename": bundle.session.run("filename_tensor:0").decode()}))
-sys.stdout.flush()
-os._exit(0)  # tensorflow-io 0.37's S3 filesystem aborts in its atexit teardown
-"""
-
-
 @pytest.mark.slow
-def test_loads_from_s3(models, tmp_path):
+def test_loads_from_s3(models, s3_server, s3_bucket):
     """An s3:// copy (moto on 127.0.0.1, tensorflow-io's S3 filesystem) loads and answers."""
-    import json
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                             "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto server did not start"
-                time.sleep(0.1)
-        endpoint = f"http://127.0.0.1:{port}"
-        env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3",
-                   AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                   AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
-                   S3_ENDPOINT=endpoint, S3_USE_HTTPS="0", S3_VERIFY_SSL="0")
-        proc = subprocess.run([sys.executable, "-c", _S3_CHILD, endpoint,
-                               models["half_plus_three"]], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=120)
-    finally:
-        moto.terminate()
-        moto.wait(timeout=10)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
-        "y": [3.5, 4.0, 5.5], "filename": "foo.txt"}
+    source = models["half_plus_three"]
+    for dirpath, _dirs, files in os.walk(source):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            s3_server.client().upload_file(
+                full, s3_bucket, "half_plus_three/1/" + os.path.relpath(full, source))
+    # In a child: tensorflow-io's S3 filesystem can abort at interpreter exit.
+    result = run_child(f"""
+from tfserving.bundle import load_bundle
+bundle = load_bundle("s3://{s3_bucket}/half_plus_three/1")
+result = {{"y": bundle.run("serving_default", {{"x": [1.0, 2.0, 5.0]}})["y"].tolist(),
+          "filename": bundle.session.run("filename_tensor:0").decode()}}
+""")
+    assert result == {"y": [3.5, 4.0, 5.5], "filename": "foo.txt"}
 
 
 # ------------------------------------------------------------------ the project's servables
@@ -399,6 +359,53 @@ def test_seed_mobilenet_answers_as_tf_saved_model_load(tmp_path):
     assert got["output_0"].dtype == object and got["output_0"].shape == (1,)
     assert got["output_0"].tolist() == expected.tolist()
     assert isinstance(got["output_0"][0], bytes)
+
+
+def test_evaluator_runs_signatures_through_the_bundle(models):
+    """A TF1 export (legacy_init_op, reference variables' graph) is evaluated as served: the
+    REST guide's requests, answered with TF Serving's numbers, bless it."""
+    import base64
+
+    from components.servable_evaluator.checks import evaluate
+    from components.specs import Checks, EvaluationSpec, Example, Expectation
+
+    serialized = base64.b64encode(_examples(x=[1.0])[0]).decode()
+    examples = (
+        Example("predict.json", {"instances": [1.0, 2.0, 5.0]},
+                Expectation(response={"predictions": [3.5, 4.0, 5.5]})),
+        Example("regress.json", {"signature_name": "tensorflow/serving/regress",
+                                 "inputs": {"inputs": [{"b64": serialized}]}},
+                Expectation(response={"outputs": [[3.5]]})),
+    )
+    report = evaluate(models["half_plus_three"], EvaluationSpec(
+        "half_plus_three", ("serving_default",), examples, Checks(warm_calls=2)))
+    assert report["blessed"], report["reasons"]
+    assert sorted(report["signatures"]) == ["serving_default", "tensorflow/serving/regress"]
+
+
+def test_server_session_threads_use_tf_serving_flags(tmp_path, monkeypatch):
+    """``--tensorflow_{intra,inter}_op_parallelism`` (TF Serving's names, dashed or not) reach
+    every version's session; TF Serving's default inter-op setting is 0 (TensorFlow's)."""
+    import runner
+    from serving import main
+    from serving.http import create_app
+
+    seen: dict = {}
+    monkeypatch.setattr(main, "serve", lambda *args, **kwargs: seen.update(kwargs))
+    assert runner.main(["serve", "--serving-dir", str(tmp_path),
+                        "--tensorflow-intra-op-parallelism", "2",
+                        "--tensorflow_inter_op_parallelism", "3"]) == 0
+    assert (seen["intra_op_threads"], seen["inter_op_threads"]) == (2, 3)
+    assert runner.main(["serve", "--serving-dir", str(tmp_path),
+                        "--tensorflow_intra_op_parallelism", "4"]) == 0
+    assert (seen["intra_op_threads"], seen["inter_op_threads"]) == (4, 0)
+    with pytest.raises(SystemExit):
+        runner.main(["serve", "--serving-dir", str(tmp_path),
+                     "--tensorflow-inter-op-parallelism", "-1"])
+
+    app = create_app(str(tmp_path), intra_op_threads=1, inter_op_threads=2)
+    loader = app.state.registry._loader  # noqa: SLF001 - what the registry loads versions with
+    assert loader.keywords == {"intra_op_threads": 1, "inter_op_threads": 2}
 
 
 # ------------------------------------------------------------------ the private API guard

@@ -164,7 +164,9 @@ class Generator:
             row = [1.0] * rng.choice([0, 1, 2, 4, 7])
             doc = {"instances": [[1.0, 2.0, 3.0], row]}
         elif choice == 1:
-            doc = {"inputs": [[[1.0, 2.0, 3.0]]]}
+            # A rank the graph cannot take (feeds are checked by dtype only, as in TF
+            # Serving: sum_two adds 2 to any shape, RandomUniform needs a vector shape).
+            doc = {"inputs": {"N": [[1, 2, 3]]}}
         elif choice == 2:
             doc = {"instances": [rng.randrange(1, 5)]}  # a scalar input has no batch dim
         elif choice == 3:
@@ -174,7 +176,7 @@ class Generator:
         else:
             doc = {"instances": [{"data": "a", "times": 1}, {"data": "b"}]}
             return "POST", self.path("bytes_echo"), json.dumps(doc).encode()
-        model = "fun_runif" if choice == 2 else "sum_two"
+        model = "fun_runif" if choice in (1, 2) else "sum_two"
         return "POST", self.path(model), json.dumps(doc).encode()
 
     def huge_numbers(self):

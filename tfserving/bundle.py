@@ -35,9 +35,14 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 
-from tfserving.status import CODE_NAMES, ServingError, echo
+from tfserving.filesystems import ensure_filesystem
+from tfserving.saved_model import read_meta_graph
+from tfserving.status import CODE_NAMES, ServingError, echo, tf_error_message
 
 SERVE_TAG = "serve"
+# TF 2 SavedModels keep their init op as a SignatureDef with this key (TensorFlow's
+# saved_model/constants.py INIT_OP_SIGNATURE_KEY); it is not a signature to serve.
+INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
 # Callables kept per bundle. A callable exists per (signature, fed inputs, fetched outputs);
 # a client choosing ever new output filters must not grow the cache without bound. Beyond
 # the limit a callable is built for the call and released after it.
@@ -87,65 +92,28 @@ def load_bundle(export_dir: str, *, tags: Sequence[str] = (SERVE_TAG,),
     """
     config = session_config(intra_op_threads, inter_op_threads)
     tags = list(tags)
-    _check_saved_model_file(export_dir)
+    try:
+        ensure_filesystem(export_dir)
+    except ValueError as err:  # TensorFlow: "File system scheme '...' not implemented"
+        raise ServingError("UNIMPLEMENTED", str(err)) from None
+    # NOT_FOUND / DATA_LOSS as TensorFlow's C++ reader reports them. TensorFlow's Python
+    # loader parses leniently (a corrupt file reads as "no MetaGraph with these tags").
+    read_meta_graph(export_dir, tags)
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=config)
     try:
         # The loader imports into session.graph (as_default is per thread, so loads may
         # run concurrently), restores variables and runs the init op with asset paths fed.
         meta_graph = tf.compat.v1.saved_model.loader.load(session, tags, export_dir)
-    except RuntimeError as err:
+    except tf.errors.OpError as err:  # restoring variables, running the init op
         session.close()
-        if "could not be found in SavedModel" in str(err):
-            # TensorFlow C++ loader's wording (cc/saved_model/reader.cc), as TF Serving reports.
-            raise ServingError("NOT_FOUND", "Could not find meta graph def matching supplied "
-                               f"tags: {{ {' '.join(tags)} }}") from None
-        raise ServingError("UNKNOWN", f"Cannot load the SavedModel: {err}") from None
-    except tf.errors.OpError as err:
-        session.close()
-        raise ServingError(CODE_NAMES.get(err.error_code, "UNKNOWN"), _op_message(err)) from None
-    except OSError:  # the loader's "Cannot parse file <path>: ..." for a corrupt proto
-        session.close()
-        # TensorFlow's wording (ReadBinaryProto) without the server path.
-        raise ServingError("DATA_LOSS", "Can't parse saved_model.pb as binary proto") from None
+        raise ServingError(CODE_NAMES.get(err.error_code, "UNKNOWN"),
+                           tf_error_message(err.message)) from None
     except Exception:
         session.close()
         raise
     graph.finalize()  # nothing is added after loading: callables only name existing tensors
     return SavedModelBundle(session, meta_graph, export_dir)
-
-
-def _check_saved_model_file(export_dir: str) -> None:
-    """Raises NOT_FOUND / DATA_LOSS as TensorFlow's C++ reader would, without server paths.
-
-    TensorFlow's Python loader parses ``saved_model.pb`` leniently (the C++ protobuf runtime
-    stops at a bad tag and keeps what it read), so garbage would surface as "no MetaGraph
-    with these tags"; TF Serving reports that the file cannot be parsed.
-    """
-    from google.protobuf import message, text_format
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    base = export_dir.rstrip("/")
-    pb, pbtxt = f"{base}/saved_model.pb", f"{base}/saved_model.pbtxt"
-    proto = saved_model_pb2.SavedModel()
-    try:
-        if tf.io.gfile.exists(pb):
-            with tf.io.gfile.GFile(pb, "rb") as f:
-                data = f.read()
-            parsed = proto.ParseFromString(data)
-            if parsed is not None and parsed != len(data):
-                raise message.DecodeError("trailing data")
-        elif tf.io.gfile.exists(pbtxt):
-            with tf.io.gfile.GFile(pbtxt, "r") as f:
-                text_format.Parse(f.read(), proto)
-        else:
-            # TensorFlow's wording (cc/saved_model/reader.cc) without the server path.
-            raise ServingError("NOT_FOUND", "Could not find SavedModel .pb or .pbtxt at the "
-                                            "supplied export directory path")
-    except (message.DecodeError, text_format.ParseError, UnicodeDecodeError):
-        # TensorFlow's wording (ReadBinaryProto / ReadTextProto) without the server path.
-        name = "saved_model.pb as binary" if tf.io.gfile.exists(pb) else "saved_model.pbtxt as text"
-        raise ServingError("DATA_LOSS", f"Can't parse {name} proto") from None
 
 
 class _Signature:
@@ -209,7 +177,7 @@ class SavedModelBundle:
             values = call(*feed_values)
         except tf.errors.OpError as err:
             raise ServingError(CODE_NAMES.get(err.error_code, "UNKNOWN"),
-                               _op_message(err)) from None
+                               tf_error_message(err.message)) from None
         except UnicodeDecodeError as err:
             # TensorFlow's binding cannot turn a status whose message has non-UTF-8 bytes
             # into an OpError, and the code is lost. Such bytes come from input data that an
@@ -237,7 +205,7 @@ class SavedModelBundle:
                     call = _lenient_callable(self.session, feed_names, fetch_names)
                 except tf.errors.OpError as err:  # e.g. a tensor name not in the graph
                     raise ServingError(CODE_NAMES.get(err.error_code, "UNKNOWN"),
-                                       _op_message(err)) from None
+                                       tf_error_message(err.message)) from None
                 if len(self._callables) < MAX_CACHED_CALLABLES:
                     self._callables[cache_key] = call
         return call
@@ -374,15 +342,3 @@ def _output_array(value: Any) -> np.ndarray:
 def _join(names: Any) -> str:
     """Names sorted and comma-joined, as ``absl::StrJoin`` over a ``std::set``."""
     return ",".join(sorted(echo(str(n)) for n in names))
-
-
-def _op_message(err: Any) -> str:
-    """A TensorFlow error's own message, without anything Python added to it."""
-    message = str(getattr(err, "message", "") or err).strip()
-    # Session.run's Python path appends "Original stack trace ..." / op definition sites;
-    # the C API callable does not, but cut defensively: they name server source files.
-    for marker in ("\n\nOriginal stack trace", "\nDetected at node", "\n\nErrors may have "):
-        cut = message.find(marker)
-        if cut >= 0:
-            message = message[:cut].rstrip()
-    return message

@@ -1,9 +1,11 @@
 """The checks behind ServableEvaluator: load a SavedModel as a server would, call it, judge it.
 
 ``evaluate(saved_model_dir, spec)`` takes ``CatalogEntry.evaluation_spec()`` and returns a
-JSON-able report; ``blessed`` is true iff no check failed. The model is loaded with
-``tf.saved_model.load(dir, tags=["serve"])`` and only ``.signatures[key]`` is called, so
-nothing from the exporting Python process can leak in. Example requests and responses are
+JSON-able report; ``blessed`` is true iff no check failed. The model is loaded and called
+exactly as the server (and TF Serving) runs it: ``tfserving.bundle.load_bundle`` (a Session
+over the ``serve`` MetaGraph, with its init op and assets) and ``SavedModelBundle.run`` with
+the SignatureDef's tensor names, so nothing from the exporting Python process can leak in,
+and a model is blessed only if it answers as it will be served. Example requests and responses are
 converted by the REST codec the server uses, so an example that passes here is answered
 the same way by the server (and by TF Serving, whose JSON rules it follows):
 ``serving.saved_model.read_meta_graph``/``signature_specs`` read the signature defs,
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -45,6 +48,7 @@ import tensorflow as tf
 
 from components.specs import Checks, EvaluationSpec, Example, Expectation
 from tfserving import json_tensor, saved_model, warmup
+from tfserving.bundle import INIT_OP_SIGNATURE_KEY, SavedModelBundle, load_bundle
 from tfserving.json_tensor import encode_b64
 from tfserving.status import ServingError, invalid_argument, tf_error_message
 
@@ -65,13 +69,15 @@ _MAX_DETAIL_CHARS = 300
 @dataclasses.dataclass
 class _Signature:
     key: str
-    fn: Callable[..., Mapping[str, tf.Tensor]]
+    fn: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]  # the server's call
     inputs: dict[str, tf.TensorSpec]
     outputs: dict[str, tf.TensorSpec]
     spec: json_tensor.SignatureSpec | None  # as the server reads it; None if not in saved_model.pb
 
     def call(self, tensors: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        return dict(self.fn(**tensors))
+        """Runs the signature as the server does (numpy arrays through the bundle)."""
+        outputs = self.fn({alias: t.numpy() for alias, t in tensors.items()})
+        return {alias: tf.constant(value) for alias, value in outputs.items()}
 
     def decode(self, doc: Mapping[str, Any]) -> tuple[str, dict[str, tf.Tensor]]:
         """A request body as the server turns it into input tensors: ``(format, tensors)``."""
@@ -123,14 +129,14 @@ def evaluate(saved_model_dir: str, spec: EvaluationSpec) -> dict[str, Any]:
         "latency_ms": {},
     }
     try:
-        meta_graph = saved_model.read_meta_graph(saved_model_dir)
+        bundle = load_bundle(saved_model_dir)  # as the server loads a version
+        meta_graph = bundle.meta_graph
         specs = saved_model.signature_specs(meta_graph)
-        loaded = tf.saved_model.load(saved_model_dir, tags=["serve"])
     except Exception as e:  # any load failure is a verdict, not a crash
         rec.add("load", None, None, False,
                 f"cannot load {saved_model_dir} with tags ['serve']: {_error_text(e)}")
         return _finish(report, rec)
-    available = list(loaded.signatures.keys())
+    available = sorted(k for k in meta_graph.signature_def if k != INIT_OP_SIGNATURE_KEY)
     rec.add("load", None, None, True,
             f"loaded with tags ['serve']; signatures: {', '.join(available) or 'none'}")
 
@@ -157,9 +163,10 @@ def evaluate(saved_model_dir: str, spec: EvaluationSpec) -> dict[str, Any]:
                     f"signature '{key}' is missing (needed by {', '.join(needed_by)}); "
                     f"the model has: {', '.join(available) or 'none'}")
             continue
-        fn = loaded.signatures[key]
-        sig = _Signature(key=key, fn=fn, inputs=dict(fn.structured_input_signature[1]),
-                         outputs=dict(fn.structured_outputs), spec=specs.get(key))
+        signature_def = meta_graph.signature_def[key]
+        sig = _Signature(key=key, fn=functools.partial(bundle.run, key),
+                         inputs=_tensor_specs(signature_def.inputs),
+                         outputs=_tensor_specs(signature_def.outputs), spec=specs.get(key))
         rec.add("signature", key, None, True, f"signature '{key}' exists")
         entry = _check_structure(sig, meta_graph.signature_def.get(key), rec)
         report["signatures"][key] = entry
@@ -171,21 +178,30 @@ def evaluate(saved_model_dir: str, spec: EvaluationSpec) -> dict[str, Any]:
         if key not in by_signature:
             calls.extend(_run_generated(sig, settings, rec, report["latency_ms"]))
         entry["formats"] = _check_formats(sig, calls, settings, rec)
-    _check_warmup(saved_model_dir, loaded, specs, rec)
+    _check_warmup(saved_model_dir, bundle, specs, rec)
     return _finish(report, rec)
 
 
-def _check_warmup(saved_model_dir: str, loaded: Any,
+def _tensor_specs(infos: Mapping[str, Any]) -> dict[str, tf.TensorSpec]:
+    """A SignatureDef's inputs or outputs as TensorSpecs (those with a dtype)."""
+    specs = {}
+    for alias, info in infos.items():
+        if info.dtype == 0:  # DT_INVALID: reported by the structure check
+            continue
+        shape = (None if info.tensor_shape.unknown_rank
+                 else [None if d.size < 0 else d.size for d in info.tensor_shape.dim])
+        specs[alias] = tf.TensorSpec(shape, tf.as_dtype(info.dtype), name=alias)
+    return specs
+
+
+def _check_warmup(saved_model_dir: str, bundle: SavedModelBundle,
                   specs: Mapping[str, json_tensor.SignatureSpec], rec: _Recorder) -> None:
     """The warmup file parses and every record runs, as TF Serving requires to load."""
-    def run(key: str, arrays: Mapping[str, np.ndarray]) -> Any:
-        return loaded.signatures[key](**saved_model.input_tensors(specs[key], arrays))
-
     try:
         logs = warmup.read(saved_model_dir)
         if not logs:
             return
-        warmup.replay(logs, run, specs)
+        warmup.replay(logs, bundle.run, specs)
     except Exception as e:  # a failing record is a verdict: TF Serving would not load it
         rec.add("warmup", None, None, False, f"{warmup.FILE_NAME}: {_error_text(e)}")
         return
