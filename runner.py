@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
                               "--serving-dir) the serving root go (default: ./outputs)")
         sub.add_argument("--serving-dir", default=None,
                          help="serving root TF Serving watches (default: OUTPUT_DIR/serving)")
+        sub.add_argument("--metadata", default=None, metavar="PATH",
+                         help="ML Metadata SQLite file, always local (default: "
+                              "OUTPUT_DIR/metadata.sqlite, or ./outputs/metadata.sqlite when "
+                              "--output-dir is a bucket such as s3://BUCKET/run)")
         sub.add_argument("--verbose", action="store_true",
                          help="show TensorFlow's and TFX's own logs")
 
@@ -128,12 +132,18 @@ def _quiet_tensorflow(verbose: bool) -> None:
 
 
 def _paths(args: argparse.Namespace) -> tuple[str, str, str]:
-    output_dir = os.path.abspath(args.output_dir)
-    serving_root = args.serving_dir or os.path.join(output_dir, "serving")
-    if "://" not in serving_root:
+    """(pipeline root, serving root, metadata file). Roots may be URIs (gs://, s3://);
+    ML Metadata is a local SQLite file either way."""
+    from tfserving.filesystems import is_remote, join
+
+    remote = is_remote(args.output_dir)
+    output_dir = args.output_dir.rstrip("/") if remote else os.path.abspath(args.output_dir)
+    serving_root = args.serving_dir or join(output_dir, "serving")
+    if not is_remote(serving_root):
         serving_root = os.path.abspath(serving_root)
-    return (os.path.join(output_dir, "pipeline"), serving_root,
-            os.path.join(output_dir, "metadata.sqlite"))
+    metadata = args.metadata or os.path.join(
+        defaults.OUTPUT_DIR if remote else output_dir, "metadata.sqlite")
+    return join(output_dir, "pipeline"), serving_root, os.path.abspath(metadata)
 
 
 def _load_catalog_or_exit(args: argparse.Namespace):
@@ -207,8 +217,27 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _main_exit_code() -> int:
+    """main()'s exit code, also for SystemExit and uncaught errors (traceback printed)."""
+    try:
+        return main()
+    except SystemExit as done:
+        if done.code is None or isinstance(done.code, int):
+            return done.code or 0
+        print(done.code, file=sys.stderr)
+        return 1
+    except BaseException:  # noqa: BLE001 - printed as Python would, then exit 1
+        import traceback
+
+        traceback.print_exc()
+        return 1
+
+
 if __name__ == "__main__":
-    exit_code = main()
+    # Every outcome ends in os._exit below: a process that used tensorflow-io's S3
+    # filesystem can abort in the interpreter's teardown ("pure virtual method
+    # called", tensorflow/io#2039), which would replace the real exit code with 134.
+    exit_code = _main_exit_code()
     # Everything is written and committed by now (ML Metadata, serving root,
     # the summary). Interpreter shutdown with TensorFlow, Beam and TFX loaded
     # takes ~1.6 s of finalizers that do nothing for the user: skip it.

@@ -55,6 +55,10 @@ def run_pipeline(
     if orchestrator not in ORCHESTRATORS:
         raise ValueError(f"unknown orchestrator {orchestrator!r} (valid: "
                          f"{', '.join(ORCHESTRATORS)})")
+    from tfserving.filesystems import ensure_filesystem
+
+    for root in (pipeline_root, serving_root):  # e.g. s3://: TFX writes there from here
+        ensure_filesystem(root)
     names = [s.name for s in catalog.select(servables)]
     outcome = RunOutcome(started_ms=int(time.time() * 1000), servables=names, failures={})
     remaining = list(names)

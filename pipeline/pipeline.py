@@ -7,19 +7,24 @@ The same function feeds every orchestrator: the Beam and local DAG runners
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Sequence
 
 from tfx.orchestration import metadata, pipeline
+from tfx.types import channel
 
 from components.export_servable.component import ExportServable
 from components.servable_evaluator.component import ServableEvaluator
+from components.serving_config.component import ServingConfig
 from components.versioned_pusher.component import VersionedPusher
 from components.versioned_pusher.publish import serving_state
 from pipeline.catalog import Catalog
 
 PIPELINE_NAME = "tfx-servables"
 STEPS = ("ExportServable", "ServableEvaluator", "VersionedPusher")
+# The one node that is not per servable: writes models.config after every pusher.
+SERVING_CONFIG = "ServingConfig"
 
 
 def node_id(step: str, servable: str) -> str:
@@ -41,6 +46,7 @@ def create_pipeline(
     config_base_path: str = "",
     check_serving_state: bool = True,
     keep: int | None = None,
+    fan_in_artifacts: bool = True,
 ) -> pipeline.Pipeline:
     """Builds the pipeline for ``servables`` (every catalog entry when None).
 
@@ -49,8 +55,12 @@ def create_pipeline(
     ``check_serving_state`` makes the pusher's cache key depend on what is
     published now; orchestrators that compile ahead of time turn it off.
     ``keep`` overrides every servable's retention (newest K versions).
+    ``fan_in_artifacts=False`` orders ServingConfig after the pushers without consuming
+    their outputs (Kubeflow's compiler takes no union channel; see pipeline/kubeflow.py).
     """
     components = []
+    pushers = []
+    serving_specs = {}
     for servable in catalog.select(servables):
         export = ExportServable(
             servable=servable.export_spec().to_json(),
@@ -72,6 +82,25 @@ def create_pipeline(
             else "",
         ).with_id(node_id("VersionedPusher", servable.name))
         components += [export, evaluate, push]
+        pushers.append(push)
+        serving_specs[servable.name] = {  # what models.config says of it
+            "version_policy": servable.serving.version_policy,
+            "versions": list(servable.serving.versions),
+            "labels": dict(servable.serving.labels)}
+
+    # One writer of models.config, after all pushers: parallel branches (Kubeflow,
+    # Airflow) cannot lose each other's entries, and a broken branch does not stop it.
+    serving_config = ServingConfig(
+        serving_root=serving_root,
+        models=json.dumps(serving_specs, sort_keys=True, separators=(",", ":")),
+        config_base_path=config_base_path,
+        pushed_models=channel.union([p.outputs["pushed_model"] for p in pushers])
+        if fan_in_artifacts and pushers else None,
+    ).with_id(SERVING_CONFIG)
+    if not fan_in_artifacts:
+        for push in pushers:
+            serving_config.add_upstream_node(push)
+    components.append(serving_config)
 
     return pipeline.Pipeline(
         pipeline_name=pipeline_name,

@@ -14,10 +14,12 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from components.export_servable.component import ExportServable
 from components.servable_evaluator.component import ServableEvaluator
+from components.serving_config.component import ServingConfig
 from components.versioned_pusher.component import VersionedPusher
+from pipeline import kfp_entrypoint
 from pipeline.catalog import load_catalog
 from pipeline.kubeflow import IMAGE_PROJECT_DIR, compile_kubeflow
-from pipeline.pipeline import PIPELINE_NAME, STEPS, node_id
+from pipeline.pipeline import PIPELINE_NAME, SERVING_CONFIG, STEPS, node_id
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = "europe-docker.pkg.dev/acme/ml/tfx-servables:1.2.3"
@@ -25,14 +27,17 @@ PIPELINE_ROOT = "gs://acme-pipelines/tfx-servables"
 SERVING_ROOT = "gs://acme-serving/models"
 SERVABLES = ("sum_two", "fun_runif", "mobilenet_v2_test")
 COMPONENTS = {"ExportServable": ExportServable, "ServableEvaluator": ServableEvaluator,
-              "VersionedPusher": VersionedPusher}
+              "VersionedPusher": VersionedPusher, "ServingConfig": ServingConfig}
 EXECUTORS = {
     "ExportServable": "components.export_servable.executor.Executor",
     "ServableEvaluator": "components.servable_evaluator.executor.Executor",
     "VersionedPusher": "components.versioned_pusher.executor.Executor",
+    "ServingConfig": "components.serving_config.executor.Executor",
 }
-TFX_ENTRYPOINT = ["python", "-m",
-                  "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+# TFX's KFP v2 container entrypoint, run by a wrapper that keeps its exit code
+# (see pipeline/kfp_entrypoint.py; tests/test_kfp_run.py runs the tasks).
+ENTRYPOINT = ["python", "-m", "pipeline.kfp_entrypoint"]
+TFX_ENTRYPOINT = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +84,8 @@ def test_job_is_a_kfp_2_1_pipeline_job_with_the_pipeline_root(job):
 
 def test_one_task_per_component_per_servable_with_their_dependencies(job):
     tasks = _tasks(job)
-    assert sorted(tasks) == sorted(node_id(step, s) for step in STEPS for s in SERVABLES)
+    assert sorted(tasks) == sorted([*(node_id(step, s) for step in STEPS for s in SERVABLES),
+                                    SERVING_CONFIG])
     for servable in SERVABLES:
         export, evaluate, push = (node_id(step, servable) for step in STEPS)
         assert tasks[export].get("dependentTasks", []) == []
@@ -91,6 +97,14 @@ def test_one_task_per_component_per_servable_with_their_dependencies(job):
                                            "outputArtifactKey": "blessing"}}
         assert tasks[evaluate]["inputs"]["artifacts"] == {"model": model}
         assert tasks[push]["inputs"]["artifacts"] == {"model": model, "model_blessing": blessing}
+    # models.config's one writer: after every pusher, whatever their outcome, never cached.
+    tasks = dict(tasks)  # (the job is shared by the module's tests)
+    config = tasks.pop(SERVING_CONFIG)
+    assert sorted(config["dependentTasks"]) == sorted(node_id("VersionedPusher", s)
+                                                      for s in SERVABLES)
+    assert "artifacts" not in config["inputs"]
+    assert config["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
+    assert config["cachingOptions"] == {}
     assert all(task["cachingOptions"] == {"enableCache": True} for task in tasks.values())
 
 
@@ -99,7 +113,7 @@ def test_every_task_runs_our_executor_class_in_the_image(job):
         step = task_name.split(".", 1)[0]
         container = _container(job, task_name)
         assert container["image"] == IMAGE
-        assert container["command"] == TFX_ENTRYPOINT
+        assert container["command"] == ENTRYPOINT
         args = container["args"]
         class_path = args[args.index("--executor_class_path") + 1]
         assert class_path == EXECUTORS[step]
@@ -107,6 +121,7 @@ def test_every_task_runs_our_executor_class_in_the_image(job):
         module, _, name = class_path.rpartition(".")
         executor = getattr(importlib.import_module(module), name)
         assert executor is COMPONENTS[step].EXECUTOR_SPEC.executor_class
+    assert kfp_entrypoint.TFX_ENTRYPOINT == TFX_ENTRYPOINT
 
 
 def test_parameters_are_the_catalogs(job, catalog):
@@ -133,12 +148,13 @@ def test_round_trips_through_the_kfp_pipeline_spec_protos(job):
     spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
     assert json_format.MessageToDict(spec) == job["pipelineSpec"]
     assert spec.schema_version == "2.1.0"
-    assert len(spec.root.dag.tasks) == len(STEPS) * len(SERVABLES)
-    assert all(t.caching_options.enable_cache for t in spec.root.dag.tasks.values())
+    assert len(spec.root.dag.tasks) == len(STEPS) * len(SERVABLES) + 1
+    assert all(t.caching_options.enable_cache for n, t in spec.root.dag.tasks.items()
+               if n != SERVING_CONFIG)
     # deploymentSpec is a Struct in PipelineSpec; its schema is PipelineDeploymentConfig.
     deployment = json_format.ParseDict(job["pipelineSpec"]["deploymentSpec"],
                                        pipeline_spec_pb2.PipelineDeploymentConfig())
-    assert len(deployment.executors) == len(STEPS) * len(SERVABLES)
+    assert len(deployment.executors) == len(STEPS) * len(SERVABLES) + 1
     assert {e.container.image for e in deployment.executors.values()} == {IMAGE}
     assert {e.container.args[1] for e in deployment.executors.values()} == set(EXECUTORS.values())
 
@@ -149,7 +165,8 @@ def test_s3_pipeline_root_and_default_serving_root(catalog, tmp_path):
                      pipeline_root="s3://bucket/tfx/", servables=["fun_runif"])
     job = json.loads(out.read_text())
     tasks = _tasks(job)
-    assert sorted(tasks) == [node_id(step, "fun_runif") for step in STEPS]
+    assert sorted(tasks) == sorted([*(node_id(step, "fun_runif") for step in STEPS),
+                                    SERVING_CONFIG])
     assert job["runtimeConfig"]["gcsOutputDirectory"] == "s3://bucket/tfx/"
     push = tasks[node_id("VersionedPusher", "fun_runif")]
     assert _parameter(push, "serving_root") == "s3://bucket/tfx/serving"
@@ -168,8 +185,9 @@ def test_cli_compile_writes_the_spec(tmp_path):
     assert f"wrote {out}" in result.stdout
     job = json.loads(out.read_text())
     tasks = _tasks(job)
-    assert sorted(tasks) == sorted(node_id(step, s) for step in STEPS
-                                   for s in ("sum_two", "mobilenet_v2_test"))
+    assert sorted(tasks) == sorted([*(node_id(step, s) for step in STEPS
+                                      for s in ("sum_two", "mobilenet_v2_test")),
+                                    SERVING_CONFIG])
     assert _parameter(tasks["ExportServable.sum_two"], "base_dir") == "/srv/tfx-servables"
     # URIs pass through untouched (not made into local absolute paths).
     assert _parameter(tasks["VersionedPusher.sum_two"], "serving_root") == SERVING_ROOT

@@ -16,6 +16,7 @@ from tfx.utils import io_utils, path_utils
 from components import specs
 from components.servable_evaluator.checks import evaluate
 from components.servable_evaluator.report import render_markdown
+from tfserving.filesystems import ensure_filesystem
 
 REPORT_JSON = "report.json"
 REPORT_MARKDOWN = "report.md"
@@ -31,6 +32,8 @@ class Executor(base_executor.BaseExecutor):
         spec = specs.EvaluationSpec.from_json(exec_properties[specs.SERVABLE])
         model = artifact_utils.get_single_instance(input_dict[specs.MODEL])
         blessing = artifact_utils.get_single_instance(output_dict[specs.BLESSING])
+        for uri in (model.uri, blessing.uri):  # s3:// needs tensorflow-io's filesystem
+            ensure_filesystem(uri)
         report = evaluate(path_utils.serving_model_path(model.uri), spec)
         io_utils.write_string_file(os.path.join(blessing.uri, REPORT_JSON),
                                    json.dumps(report, indent=2, sort_keys=True))

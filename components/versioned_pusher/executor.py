@@ -11,6 +11,7 @@ from tfx.types import artifact_utils
 
 from components import specs
 from components.versioned_pusher.publish import publish
+from tfserving.filesystems import ensure_filesystem
 
 
 class Executor(tfx_pusher_executor.Executor):
@@ -26,6 +27,7 @@ class Executor(tfx_pusher_executor.Executor):
         self._log_startup(input_dict, output_dict, exec_properties)
         pushed_model = artifact_utils.get_single_instance(output_dict[specs.PUSHED_MODEL])
         model = artifact_utils.get_single_instance(input_dict[specs.MODEL])
+        ensure_filesystem(model.uri)  # before GetModelPath looks for the SavedModel there
         name = model.get_string_custom_property("servable_name")
         serving = specs.ServingSpec.from_json(exec_properties[specs.SERVING])
         pushed_model.set_string_custom_property("servable_name", name)
@@ -36,10 +38,11 @@ class Executor(tfx_pusher_executor.Executor):
             pushed_model.set_string_custom_property("reason", f"not_blessed: {reason}")
             logging.info("Servable %s not pushed: not blessed (%s)", name, reason)
             return
+        # models.config is left to the ServingConfig step: one writer after all pushers.
         result = publish(
             self.GetModelPath(input_dict), exec_properties["serving_root"], name,
             fingerprint=model.get_string_custom_property("fingerprint") or None,
-            keep=serving.keep, config=serving.model_config(name),
+            keep=serving.keep, config=serving.model_config(name), write_config=False,
             config_base_path=exec_properties.get("config_base_path") or None)
         if result.pushed:
             self._MarkPushed(pushed_model, pushed_destination=result.destination,

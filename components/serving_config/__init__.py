@@ -1,0 +1,1 @@
+"""ServingConfig: the one writer of models.config, after every servable's pusher."""
