@@ -176,6 +176,39 @@ def test_rapidjson_path_refuses_what_orjson_refuses(doc, seed):
         assert ok
 
 
+FLAT_VALUES = st.lists(st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) |
+                       st.text(max_size=6) | st.booleans() | st.none(), min_size=40, max_size=120)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(doc=JSON_VALUES | FLAT_VALUES | st.lists(FLAT_VALUES, max_size=3),
+       seed=st.integers(0, 2**32), mutate=st.booleans())
+def test_deep_skipped_values_are_checked_as_orjson_checks_them(doc, seed, mutate):
+    """A value under 1100 levels of an unknown key goes through the skipping validator
+    (runs of openers and of closers, flat arrays checked by orjson, plain stepping): it is
+    accepted exactly when orjson accepts it on its own."""
+    rng = random.Random(seed)
+    inner = bytearray(json.dumps(doc).encode())
+    if mutate:
+        for _ in range(rng.randint(1, 2)):
+            inner[rng.randrange(len(inner))] = rng.choice(b'[]{}",:0 .e-\\ntu')
+    try:
+        orjson.loads(bytes(inner))
+        ok = True
+    except orjson.JSONDecodeError:
+        if b"Inf" in inner or b"NaN" in inner:
+            return
+        ok = False
+    body = (b'{"instances": [1], "x": ' + b'[{"k": ' * 600 + bytes(inner) + b"}]" * 600
+            + b', "inputs": 2}')
+    try:
+        doc = jt.parse_json(body)
+    except ServingError as err:
+        assert not ok and err.http_status == 400 and "JSON Parse error" in err.message
+    else:
+        assert ok and doc == {"instances": [1], "inputs": 2}
+
+
 # ---------------------------------------------------------------- JSON -> arrays
 
 

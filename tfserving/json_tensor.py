@@ -326,7 +326,16 @@ _SKIP_SCALAR = re.compile(_PLAIN)
 # Up to 4097 plain scalars of an array in one step (a bounded repeat: sre keeps state for
 # every repetition until the match ends).
 _SKIP_SCALARS = re.compile(rb"(?:%s)(?:[ \t\n\r]*,[ \t\n\r]*(?:%s)){0,4096}" % (_PLAIN, _PLAIN))
-_SKIP_OPEN_NAME = re.compile(rb'\{[ \t\n\r]*"[^"\\\x00-\x1f]*"[ \t\n\r]*:')
+# Up to 4096 openers (a brace with its first member's plain name and colon) in one step: a
+# deep chain such as [{"a":[{"a":... costs one step per 4096 levels.
+# (Names with brackets are left to the single steps, so the run's brackets are its kinds.)
+_SKIP_OPENERS = re.compile(rb'(?:\[[ \t\n\r]*|\{[ \t\n\r]*"[^"\\\x00-\x1f\[\]{}]*"[ \t\n\r]*:'
+                           rb"[ \t\n\r]*){1,4096}")
+_NOT_OPENERS = bytes(b for b in range(256) if b not in b"[{")
+# The rest of an array up to the next bracket: if it is flat, orjson checks it at once (what
+# orjson reads, rapidjson reads; what it refuses is stepped through for rapidjson's verdict).
+_FLAT = re.compile(rb"[^\[\]{}]*")
+_MIN_FLAT = 256
 _SKIP_COMMA_NAME = re.compile(rb',[ \t\n\r]*"[^"\\\x00-\x1f]*"[ \t\n\r]*:')
 _WS_BYTES = frozenset(b" \t\n\r")
 
@@ -341,6 +350,7 @@ def _skip_container(body: bytes, pos: int) -> int:
     n = len(body)
     stack = bytearray()
     state = _VALUE
+    flat_refused = 0
     while True:
         if pos < n and body[pos] in _WS_BYTES:
             pos = _WS.match(body, pos).end()
@@ -372,12 +382,14 @@ def _skip_container(body: bytes, pos: int) -> int:
                 pos = run.end()
                 state = _VALUE_OR_END
             elif char == _LBRACE:
-                match = _SKIP_OPEN_NAME.match(body, pos)
-                stack.append(_LBRACE)
+                match = _SKIP_OPENERS.match(body, pos)
                 if match is not None:
+                    run = match.group()
+                    stack.extend(run.translate(None, _NOT_OPENERS))
                     pos = match.end()
-                    state = _VALUE
+                    state = _VALUE_OR_END if run.rstrip(b" \t\n\r")[-1] == _LBRACKET else _VALUE
                 else:
+                    stack.append(_LBRACE)
                     pos += 1
                     state = _NAME_OR_END
             elif char == _RBRACKET and state == _VALUE_OR_END:
@@ -385,6 +397,16 @@ def _skip_container(body: bytes, pos: int) -> int:
                 pos += 1
                 state = _AFTER
             else:
+                if stack and stack[-1] == _LBRACKET and pos >= flat_refused:
+                    end = _FLAT.match(body, pos).end()
+                    if end - pos >= _MIN_FLAT and end < n and body[end] == _RBRACKET:
+                        try:
+                            orjson.loads(b"[" + body[pos:end] + b"]")
+                            pos = end
+                            state = _AFTER
+                            continue
+                        except orjson.JSONDecodeError:
+                            flat_refused = end  # step through it; no second try on it
                 scalars = _SKIP_SCALARS if stack and stack[-1] == _LBRACKET else _SKIP_SCALAR
                 match = scalars.match(body, pos)
                 pos = match.end() if match is not None else _parse_scalar(body, pos, char, False)[1]
