@@ -166,7 +166,12 @@ def _split(value: str | None) -> list[str] | None:
 def _cmd_run(args: argparse.Namespace) -> int:
     catalog, selected = _load_catalog_or_exit(args)
     pipeline_root, serving_root, metadata_path = _paths(args)
+    from pipeline import tfx_imports
+
+    tfx_imports.lazy_tfx_components()  # imports the run does not need (BENCHMARKS.md)
     from pipeline import local, report
+
+    tfx_imports.settle_heap(args.orchestrator)  # full collections skip the import heap
 
     names = [s.name for s in catalog.select(selected)]
     print(f"tfx-servables: {', '.join(names)} ({args.orchestrator} orchestrator)",

@@ -6,18 +6,18 @@ from typing import Any
 
 from absl import logging
 from tfx import types
-from tfx.components.pusher import executor as tfx_pusher_executor
 from tfx.types import artifact_utils
 
 from components import specs
 from components.versioned_pusher.publish import publish
+from components.versioned_pusher.pusher_base import PusherBase
 from tfserving.filesystems import ensure_filesystem
 
 
-class Executor(tfx_pusher_executor.Executor):
+class Executor(PusherBase):
     """TFX's Pusher executor with integer versions and atomic publication.
 
-    Reuses the stock executor's blessing checks and ``pushed*`` properties.
+    The blessing check and ``pushed*`` properties are TFX's (``pusher_base.py``).
     """
 
     def Do(self, input_dict: dict[str, list[types.Artifact]],  # noqa: N802 - TFX's name
