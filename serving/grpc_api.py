@@ -32,10 +32,10 @@ Stack decision: ``grpc.aio`` on the event loop that runs the REST server, rather
 ``grpc.server`` with its own thread pool. Calls then run exactly where REST calls of the
 same version run (:mod:`serving.dispatch`): a cheap version inline on the loop, anything
 else on the shared, bounded thread pool, so the two APIs together never run more
-TensorFlow calls than ``workers``. A thread-per-RPC server would add a thread hand-off to
-every call, which is what the inline path exists to avoid (a trivial handler served
-about 1,400 calls/s with one client on grpc.aio + uvloop here, 460 with the thread-pool
-server).
+TensorFlow calls than ``workers``; and a cancelled call is a cancelled asyncio task, which
+drops work still waiting for a worker. grpcio costs the same CPU per call either way (its
+C core polls on its own thread and hands each call over); with one client the aio server
+answered sooner (``BENCHMARKS.md``).
 
 A call cancelled by its client or past its deadline gives up its place: while it waits
 for a worker thread it is dropped and never runs. A TensorFlow call already running
@@ -405,8 +405,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 raise invalid_argument(str(err)) from None
             return _NoServable()
 
+        remaining = context.time_remaining()  # the loads are awaited up to the deadline
+
         def work(_: Any) -> Any:
-            self.api.registry.reload_config(model_config.model_configs(config))
+            self.api.registry.reload_config(model_config.model_configs(config),
+                                            timeout=remaining)
             response = model_management_pb2.ReloadConfigResponse()
             response.status.error_code = 0
             # TF Serving reports the increase of each requested metric of its own metric
