@@ -6,6 +6,14 @@
     python runner.py compile --target kubeflow --out pipeline.json
 
 Everything a run writes goes under ./outputs unless told otherwise.
+
+Exit status of run (what a CI job can test):
+  0  every selected servable is blessed and published, or unchanged (its newest
+     version already holds the same model)
+  1  a servable was not blessed or failed: each one is named on stderr
+     ("error: NAME not blessed: ..." / "error: NAME failed: ...") with a one-line
+     reason and the path of its report.md; the others are still published
+  2  usage or catalog error: nothing was run
 """
 
 from __future__ import annotations
@@ -43,9 +51,14 @@ def _parser() -> argparse.ArgumentParser:
                               "OUTPUT_DIR/metadata.sqlite, or ./outputs/metadata.sqlite when "
                               "--output-dir is a bucket such as s3://BUCKET/run)")
         sub.add_argument("--verbose", action="store_true",
-                         help="show TensorFlow's and TFX's own logs")
+                         help="show TensorFlow's, TFX's and Beam's own logs and tracebacks")
 
-    run = commands.add_parser("run", help="export, evaluate and push (the default command)")
+    run = commands.add_parser(
+        "run", help="export, evaluate and push (the default command); exit 0 all published, "
+        "1 a servable not blessed or failed, 2 usage/catalog error",
+        description="Exports, evaluates and publishes the catalog's servables.\n\n"
+        + __doc__[__doc__.index("Exit status"):],
+        formatter_class=argparse.RawTextHelpFormatter)
     common(run)
     _add_run_flags(run)
     run.set_defaults(command_fn=_cmd_run)
@@ -123,12 +136,20 @@ def _quiet_tensorflow(verbose: bool) -> None:
     import logging
 
     # TFX's INFO records stay in the absl logger, where the progress lines are
-    # made from them; only errors reach the terminal.
+    # made from them; only errors reach the terminal, except TFX's "Execution N
+    # failed.": the run names the failed servable with its error at the end.
     absl_logger = logging.getLogger("absl")
     absl_logger.propagate = False
-    errors = logging.StreamHandler(sys.stderr)
-    errors.setLevel(logging.ERROR)
-    absl_logger.addHandler(errors)
+    if not any(getattr(h, "_tfx_servables", False) for h in absl_logger.handlers):
+        errors = logging.StreamHandler(sys.stderr)
+        errors.setLevel(logging.ERROR)
+        errors.addFilter(lambda record: record.msg != "Execution %d failed.")
+        errors._tfx_servables = True  # one handler, however often main() runs
+        absl_logger.addHandler(errors)
+    # Beam logs a failing step's exception with the framework's whole traceback
+    # (ERROR:apache_beam.runners.common:...); the run reports it as the
+    # servable's error, with the user's own frames.
+    logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
 
 
 def _paths(args: argparse.Namespace) -> tuple[str, str, str]:
@@ -182,10 +203,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         enable_cache=not args.no_cache, beam_pipeline_args=args.beam_arg,
         config_base_path=args.config_base_path, keep=args.keep,
         progress=local.print_progress)
-    print(report.run_summary(outcome, metadata_path, serving_root))
-    for name, error in outcome.failures.items():
-        print(f"\nerror: {name} failed:\n{error}", file=sys.stderr)
-    return 1 if outcome.failures else 0
+    run = report.summarize(outcome, metadata_path, serving_root, catalog)
+    print(f"\n{run.table()}")
+    steps = run.next_steps()
+    if steps:
+        print(f"\n{steps}")
+    errors = run.errors()
+    if errors:
+        sys.stdout.flush()  # the verdict comes last, after the table
+        print(f"\n{errors}", file=sys.stderr)
+    return run.exit_code
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -98,16 +98,18 @@ _ARG_MARKERS = ("path", "asset")  # {path: FILE} / {asset: NAME} in args
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, plus YAML 1.2's float forms.
 
-    YAML 1.1 (PyYAML) needs a dot and a signed exponent for a float, so
-    ``1e-6`` and ``1e3`` load as strings; YAML 1.2's core schema, and every
-    JSON parser, read them as numbers. ``add_implicit_resolver`` copies the
-    resolver table for this subclass: ``yaml.safe_load`` is not changed.
+    YAML 1.1 (PyYAML) needs a dot and a signed exponent for a float and
+    allows no sign before a leading dot, so ``1e-6``, ``1e3`` and ``-.5`` load
+    as strings; YAML 1.2's core schema reads them as numbers.
+    ``add_implicit_resolver`` copies the resolver table for this subclass:
+    ``yaml.safe_load`` is not changed.
     """
 
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    re.compile(r"^[-+]?(?:\.[0-9_]+(?:[eE][-+]?[0-9]+)?"  # .5  -.5  .5e-3
+               r"|[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+)$"),  # 1e-6  1.0e6
     list("-+0123456789."))
 
 

@@ -114,3 +114,60 @@ def blessing_of_push(store: metadata_store.MetadataStore, execution_id: int) -> 
         if "blessed" in properties:
             return properties
     return {}
+
+
+def run_step_results(store: metadata_store.MetadataStore, pipeline_name: str,
+                     servables: Iterable[str],
+                     run_ids: Iterable[str]) -> dict[str, dict[str, StepResult]]:
+    """For each servable and step, what the pipeline runs ``run_ids`` did with it.
+
+    Only executions attached to those runs' ``pipeline_run`` contexts count, so
+    another run sharing the store is never reported as this one. A step that ran
+    in any of the runs is "ran" (a later retry of the same invocation finds it
+    cached); a push that published a version in any of them is reported as that
+    push, not as the "unchanged" of a later retry.
+    """
+    by_node: dict[int, list[metadata_store_pb2.Execution]] = {}
+    node_names = {c.id: c.name for c in store.get_contexts_by_type("node")}
+    for run_id in run_ids:
+        run = store.get_context_by_type_and_name("pipeline_run", run_id)
+        if run is None:
+            continue
+        for execution in store.get_executions_by_context(run.id):
+            for context in store.get_contexts_by_execution(execution.id):
+                if context.id in node_names:
+                    by_node.setdefault(context.id, []).append(execution)
+    node_ids = {name: node_id for node_id, name in node_names.items()}
+    results: dict[str, dict[str, StepResult]] = {}
+    for servable in servables:
+        results[servable] = {}
+        for step in STEPS:
+            executions = by_node.get(node_ids.get(f"{pipeline_name}.{node_id(step, servable)}"))
+            results[servable][step] = (_merged_result(store, executions) if executions
+                                       else StepResult(state="not run"))
+    return results
+
+
+def _merged_result(store: metadata_store.MetadataStore,
+                   executions: list[metadata_store_pb2.Execution]) -> StepResult:
+    executions = sorted(executions, key=lambda e: e.id)
+    complete = [e for e in executions
+                if e.last_known_state == metadata_store_pb2.Execution.COMPLETE]
+    results = [_step_result(store, e) for e in (complete or executions[-1:])]
+    pushed = [r for r in results if r.output.get("pushed") == 1]
+    return (pushed or results)[-1]
+
+
+def failed_nodes(store: metadata_store.MetadataStore, run_id: str) -> dict[str, int]:
+    """Node context name -> execution id of every FAILED execution of run ``run_id``."""
+    run = store.get_context_by_type_and_name("pipeline_run", run_id)
+    if run is None:
+        return {}
+    node_names = {c.id: c.name for c in store.get_contexts_by_type("node")}
+    failed = {}
+    for execution in store.get_executions_by_context(run.id):
+        if execution.last_known_state == metadata_store_pb2.Execution.FAILED:
+            for context in store.get_contexts_by_execution(execution.id):
+                if context.id in node_names:
+                    failed[context.name] = execution.id
+    return failed

@@ -133,3 +133,119 @@ def test_source_hash_follows_the_module_and_its_local_imports(tmp_path):
     assert after["mobilenet_v2_test"] != before["mobilenet_v2_test"]
     assert after["sum_two"] == before["sum_two"]
     assert after["fun_runif"] == before["fun_runif"]
+
+
+# --- numbers in every YAML spelling, paths from base_dir, args that are paths --------------
+
+
+def _catalog_text(tmp_path, entry_yaml: str, base_dir=PROJECT) -> str:
+    """A catalog written by hand (yaml.safe_dump would quote or reformat the numbers)."""
+    path = tmp_path / "catalog.yaml"
+    path.write_text(f"base_dir: {base_dir}\nservables:\n" + entry_yaml)
+    return str(path)
+
+
+@pytest.mark.parametrize("spelling, value", [
+    ("1e-6", 1e-6), ("1.0e-6", 1e-6), (".5", 0.5), ("1E3", 1000.0), ("+2.5e+1", 25.0),
+    ("0", 0.0), ("3", 3.0)])
+def test_numbers_in_every_yaml_spelling(tmp_path, spelling, value):
+    path = _catalog_text(tmp_path, f"""
+  - name: sum_two
+    module: servables/adder.py
+    object: Adder
+    signatures: {{serving_default: sum_two}}
+    examples:
+      - request: data/requests/sum_two.json
+        expect: {{response: data/responses/sum_two.json, tolerance: {spelling}}}
+      - request: data/requests/sum_two.json
+        expect: {{range: [-1e3, {spelling}]}}
+    checks: {{latency_budget_ms: 5e1}}
+""")
+    entry = load_catalog(path).servables[0]
+    assert entry.examples[0].expect.tolerance == value
+    assert entry.examples[1].expect.range == (-1000.0, value)
+    assert entry.checks.latency_budget_ms == 50.0
+
+
+def test_a_quoted_number_is_still_refused_with_the_field(tmp_path):
+    path = _catalog_text(tmp_path, """
+  - name: sum_two
+    module: servables/adder.py
+    object: Adder
+    signatures: {serving_default: sum_two}
+    examples:
+      - request: data/requests/sum_two.json
+        expect: {tolerance: "small"}
+""")
+    with pytest.raises(CatalogError) as info:
+        load_catalog(path)
+    assert info.value.field == "examples[0].expect.tolerance"
+
+
+def test_relative_paths_start_at_base_dir_never_the_current_directory(
+        tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    shutil.copytree(os.path.join(PROJECT, "servables"), project / "servables")
+    shutil.copytree(os.path.join(PROJECT, "data"), project / "data")
+    (project / "data" / "vocab").mkdir()
+    (project / "data" / "vocab" / "countries.txt").write_text("fr\nde\n")
+    catalog = project / "servables" / "catalog.yaml"
+    catalog.write_text("base_dir: ..\nservables:\n" + """
+  - name: sum_two
+    module: servables/adder.py
+    object: Adder
+    args:
+      vocabulary: data/vocab/countries.txt   # a path: made explicit
+      folder: {path: data/vocab}             # explicit, a directory
+      files: [data/vocab/countries.txt, not/a/file.txt]
+      activation: relu                       # a bare word stays a value
+      handle: standin:mobilenet_v2_035_224
+      rate: 1e-3
+      labels: {asset: labels}
+    assets: {labels: data/labels/ImageNetLabels.txt}
+    signatures: {serving_default: sum_two}
+    examples: [data/requests/sum_two.json]
+""")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # nothing is found relative to here
+    loaded = load_catalog(os.path.relpath(catalog))
+    assert loaded.base_dir == str(project)
+    entry = loaded.servables[0]
+    assert entry.args == {
+        "vocabulary": {"path": "data/vocab/countries.txt"},
+        "folder": {"path": "data/vocab"},
+        "files": [{"path": "data/vocab/countries.txt"}, "not/a/file.txt"],
+        "activation": "relu", "handle": "standin:mobilenet_v2_035_224", "rate": 1e-3,
+        "labels": {"asset": "labels"}}
+    assert entry.examples[0].request == {"instances": [[1.0, 2.0, 3.0]]}
+
+    # The files an argument names are part of what the export reads.
+    before = loaded.source_hash(entry)
+    (project / "data" / "vocab" / "countries.txt").write_text("fr\nde\nit\n")
+    assert loaded.source_hash(entry) != before
+
+
+@pytest.mark.parametrize("args, field, words", [
+    ({"vocabulary": {"path": "data/vocab/missing.txt"}}, "args.vocabulary.path",
+     ["file not found", "never start at the current directory"]),
+    ({"vocabulary": {"path": "/etc/passwd"}}, "args.vocabulary.path", ["must be relative"]),
+    ({"vocabulary": {"path": "../outside.txt"}}, "args.vocabulary.path",
+     ["must stay inside base_dir"]),
+    ({"vocabulary": {"asset": "label"}}, "args.vocabulary.asset",
+     ["unknown asset 'label'", "did you mean 'labels'", "assets of this servable: labels"]),
+    ({"nested": {"inner": [{"asset": "nope"}]}}, "args.nested.inner[0].asset",
+     ["unknown asset 'nope'"]),
+])
+def test_bad_path_and_asset_arguments_name_the_field(tmp_path, args, field, words):
+    error = _error(tmp_path, _entry(args=args,
+                                    assets={"labels": "data/labels/ImageNetLabels.txt"}))
+    assert error.field == field
+    for word in words:
+        assert word in str(error)
+
+
+def test_asset_argument_needs_an_asset_entry(tmp_path):
+    error = _error(tmp_path, _entry(args={"vocabulary": {"asset": "countries"}}))
+    assert error.field == "args.vocabulary.asset"
+    assert "none: add an 'assets' entry" in str(error)

@@ -152,8 +152,11 @@ def test_user_errors_name_the_servable_and_show_the_user_traceback(
         assert "found: Y" in message
     else:
         assert f"failed while {stage}" in message
-        assert "User traceback" in message and user_line in message
-        assert "broken_mod.py" in message
+        assert user_line in message and "broken_mod.py" in message
+        # A tracing error carries the user's line in TF's own "in user code:" text;
+        # autograph's generated file is no frame of the user's.
+        assert "User traceback" in message or "in user code:" in message
+        assert "__autograph_generated_file" not in message
         assert "components/export_servable" not in message  # not our internals
 
 
@@ -240,3 +243,101 @@ def test_fingerprint_sees_constants_and_assets_that_tf_fingerprint_misses(projec
                                             str(tmp_path / f"asset{len(fingerprints)}"))[
             "fingerprint"])
     assert fingerprints[0] != fingerprints[1]
+
+
+# --- declared inputs that cannot be traced name the field and both specs -------------------
+
+
+@pytest.mark.parametrize("source, method, inputs, words", [
+    # The function has its own input_signature; the catalog declares another shape.
+    ("""
+     import tensorflow as tf
+     class M(tf.Module):
+         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+         def f(self, x):
+             return x + 1.0
+     """, "f", [{"name": "x", "dtype": "float32", "shape": [None, 1]}],
+     ["(x: float32 [None, 1])", "its input_signature is (x: float32 [None])"]),
+    # No input_signature; the declared argument names are not the function's.
+    ("""
+     import tensorflow as tf
+     class M(tf.Module):
+         @tf.function
+         def f(self, x, y):
+             return x + y
+     """, "f", [{"name": "a", "dtype": "float32", "shape": [None]}],
+     ["(a: float32 [None])", "it takes (x, y)"]),
+    # A shape the function's own code cannot use.
+    ("""
+     import tensorflow as tf
+     class M(tf.Module):
+         @tf.function
+         def f(self, x):
+             return tf.matmul(x, tf.ones([3, 2]))
+     """, "f", [{"name": "x", "dtype": "float32", "shape": [None, 4]}],
+     ["(x: float32 [None, 4])", "it takes (x)", "broken_mod.py"]),
+    # A functional Keras model: a declared dtype that is not the model's.
+    ("""
+     import tensorflow as tf
+     def M():
+         x = tf.keras.Input(shape=(3,), name="x")
+         return tf.keras.Model(x, tf.keras.layers.Dense(1)(x))
+     """, "call", [{"name": "x", "dtype": "int64", "shape": [None, 3]}],
+     ["do not fit the Keras model's inputs (x: float32 [None, 3])",
+      "x is int64, the model's x is float32"]),
+    # A functional Keras model with named inputs: a name it does not have.
+    ("""
+     import tensorflow as tf
+     def M():
+         a = tf.keras.Input(shape=(1,), name="a")
+         b = tf.keras.Input(shape=(1,), name="b")
+         return tf.keras.Model({"a": a, "b": b}, tf.keras.layers.Concatenate()([a, b]))
+     """, "call", [{"name": "a", "dtype": "float32", "shape": [None, 1]},
+                   {"name": "c", "dtype": "float32", "shape": [None, 1]}],
+     ["missing b", "unknown c"]),
+])
+def test_untraceable_declared_inputs_name_the_field_and_both_specs(
+        project, tmp_path, source, method, inputs, words):
+    module = _write_module(project, source)
+    spec = _spec(module, "M", [{"key": "serving_default", "method": method, "inputs": inputs}])
+    with pytest.raises(ServableExportError) as info:
+        export_servable(spec, str(project), str(tmp_path / "out"))
+    message = str(info.value)
+    assert "field 'signatures.serving_default.inputs'" in message, message
+    for word in words:
+        assert word in message, message
+    assert "User traceback (most recent call last):\nTraceback" not in message
+    assert not message.rstrip().endswith("User traceback (most recent call last):")
+    assert not (tmp_path / "out").exists()
+
+
+def test_path_and_asset_arguments_reach_the_constructor_as_absolute_paths(
+        project, tmp_path, monkeypatch):
+    (project / "data" / "words.txt").write_text("a\nb\n")
+    module = _write_module(project, """
+        import os
+        import tensorflow as tf
+        class Reader(tf.Module):
+            def __init__(self, vocabulary, files, labels):
+                super().__init__()
+                assert all(os.path.isabs(p) for p in [vocabulary, *files, labels])
+                self.table = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+                    labels, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+                    tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
+                self.sizes = [len(open(p).read()) for p in [vocabulary, *files]]
+            @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+            def f(self, x):
+                return self.table.lookup(x)
+        """)
+    spec = dataclasses.replace(
+        _spec(module, "Reader", [{"key": "serving_default", "method": "f"}]),
+        args={"vocabulary": {"path": "data/words.txt"}, "files": [{"path": "data/words.txt"}],
+              "labels": {"asset": "labels"}},
+        assets={"labels": "data/words.txt"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    export_servable(spec, str(project), str(tmp_path / "out"))
+    out = tf.saved_model.load(str(tmp_path / "out")).signatures["serving_default"](
+        tf.constant(["b", "z"]))
+    assert list(out.values())[0].numpy().tolist() == [1, -1]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +16,8 @@ from tensorflow_serving.config import model_server_config_pb2
 
 import runner
 from components.versioned_pusher.publish import list_versions
+from pipeline import local, report
+from pipeline.catalog import load_catalog
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = "sum_two,fun_runif"
@@ -135,14 +140,20 @@ def test_rejected_model_is_never_pushed_and_says_why(project, tmp_path, capsys):
     serving = tmp_path / "serving"
     before = _snapshot(serving)
     capsys.readouterr()
-    assert _run(project, tmp_path, "--servables", "sum_two_wrong") == 0
-    out = capsys.readouterr().out
+    assert _run(project, tmp_path, "--servables", "sum_two_wrong") == 1  # CI sees it
+    captured = capsys.readouterr()
     assert _snapshot(serving) == before  # byte-identical: nothing written, config untouched
-    row = next(line for line in out.splitlines() if line.startswith("sum_two_wrong"))
-    assert "NO:" in row and "not pushed" in row
+    row = next(line for line in captured.out.splitlines() if line.startswith("sum_two_wrong"))
+    assert "no: expect.response" in row and "not pushed" in row
     reports = list((tmp_path / "pipeline" / "ServableEvaluator.sum_two_wrong").rglob(
         "report.md"))
     assert reports and "expect.response" in reports[0].read_text()
+    error = captured.err.splitlines()
+    first = error.index(next(line for line in error if line.startswith("error: ")))
+    assert error[first].startswith("error: sum_two_wrong not blessed: serving_default/")
+    assert error[first + 1] == f"  report: {reports[0]}"
+    # sum_two is in the serving root, but this run published nothing: nothing to suggest.
+    assert "Next steps" not in captured.out and "curl" not in captured.out
     assert list((tmp_path / "pipeline" / "ServableEvaluator.sum_two_wrong").rglob(
         "NOT_BLESSED"))
 
@@ -205,3 +216,117 @@ def test_keep_flag_retains_newest_versions_and_pinned_ones(project, tmp_path):
     assert entry.name == "fun_runif"
     assert list(entry.model_version_policy.specific.versions) == [1]
     assert dict(entry.version_labels) == {"stable": 1}
+
+
+# --- the run's verdict, with the broken servables of tests/broken_servables -----------------
+
+
+def _add_broken(project, module: str) -> str:
+    """A catalog entry for tests/broken_servables/<module>.py, as a user would write it."""
+    broken = importlib.import_module(f"tests.broken_servables.{module}")
+    shutil.copy(os.path.join(PROJECT, "tests", "broken_servables", f"{module}.py"),
+                project / "servables" / f"broken_{module}.py")
+    (project / "data" / "requests" / f"{module}.json").write_text(
+        json.dumps(broken.EXAMPLE["request"]))
+    expect = dict(broken.EXAMPLE["expect"])
+    if "response" in expect:
+        (project / "data" / "responses" / f"{module}.json").write_text(
+            json.dumps(expect["response"]))
+        expect["response"] = f"data/responses/{module}.json"
+    _add_entry(project, {"name": module, "module": f"servables/broken_{module}.py",
+                         "object": "make", "signatures": {"serving_default": broken.METHOD},
+                         "examples": [{"request": f"data/requests/{module}.json",
+                                       "expect": expect}]})
+    return module
+
+
+def _add_exploding(project) -> str:
+    (project / "servables" / "exploding.py").write_text(
+        "import tensorflow as tf\n\n\nclass Exploding(tf.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        raise ValueError('this servable is broken on purpose')\n")
+    _add_entry(project, {"name": "exploding", "module": "servables/exploding.py",
+                         "object": "Exploding", "signatures": {"serving_default": "f"}})
+    return "exploding"
+
+
+def _row(table: str, name: str) -> str:
+    return next(line for line in table.splitlines() if line.startswith(f"{name} "))
+
+
+def test_not_blessed_and_failed_servables_exit_1_while_the_others_are_published(
+        project, tmp_path):
+    """From another directory, in a subprocess (what CI sees), then again with --verbose."""
+    broken = [_add_broken(project, "wrong_value"), _add_broken(project, "raises"),
+              _add_exploding(project)]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    command = [sys.executable, os.path.join(PROJECT, "runner.py"),
+               "--catalog", str(project / "servables" / "catalog.yaml"),
+               "--output-dir", str(tmp_path / "out"), "--servables",
+               ",".join(["sum_two", *broken])]
+    first = subprocess.run(command, cwd=elsewhere, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 1, first.stderr
+    table = first.stdout.split("Next steps")[0]
+    assert max(len(line) for line in table.splitlines()) <= 100
+    # A brand-new output dir: sum_two ran in this invocation (its retry after the
+    # failure found it cached; that is still this run's work).
+    assert " ran " in _row(table, "sum_two") and "version 1" in _row(table, "sum_two")
+    assert "no: expect.response" in _row(table, "wrong_value")
+    assert "no: " in _row(table, "raises") and "not pushed" in _row(table, "raises")
+    assert "FAILED" in _row(table, "exploding")
+
+    err = first.stderr
+    for name, kind in [("wrong_value", "not blessed: "), ("raises", "not blessed: "),
+                       ("exploding", "failed while constructing the object: ValueError: "
+                                     "this servable is broken on purpose")]:
+        lines = err.splitlines()
+        start = lines.index(next(line for line in lines
+                                 if line.startswith(f"error: {name} ")))
+        assert lines[start].startswith(f"error: {name} {kind}"), lines[start]
+        report_line = next(line for line in lines[start + 1:] if line.startswith("  report: "))
+        with open(report_line.removeprefix("  report: ")) as f:
+            text = f.read()
+        if name == "exploding":  # the failure's report keeps the full traceback
+            assert "this servable is broken on purpose" in text
+            assert "## Full traceback" in text and "beam_dag_runner.py" in text
+        else:
+            assert "NOT BLESSED" in text
+    assert 'exploding.py", line 7, in __init__' in err  # the user's own frame
+    # Quiet: no framework traceback, no Beam or TFX error records.
+    assert "ERROR:apache_beam" not in err and "Traceback (most recent call last)" not in err
+    assert "Execution " not in err and "site-packages" not in err
+    # Next steps: the one published servable, called with its own example request.
+    steps = first.stdout.split("Next steps")[1]
+    assert f"@{project / 'data' / 'requests' / 'sum_two.json'} " in steps
+    assert "/v1/models/sum_two:predict" in steps
+    assert "wrong_value" not in steps and "raises" not in steps and "exploding" not in steps
+    serving = tmp_path / "out" / "serving"
+    assert {e for e in os.listdir(serving)
+            if (serving / e).is_dir() and not e.startswith(".")} == {"sum_two"}
+
+    again = subprocess.run([*command, "--verbose"], cwd=elsewhere, capture_output=True,
+                           text=True, timeout=900)
+    assert again.returncode == 1  # still not blessed: the cached verdict counts
+    assert "unchanged (v1)" in _row(again.stdout, "sum_two")
+    assert " cached " in _row(again.stdout, "wrong_value")
+    assert "Traceback (most recent call last)" in again.stderr  # --verbose keeps everything
+
+
+def test_each_run_reports_its_own_work_from_its_own_executions(project, tmp_path):
+    """Read back after a later run on the same output dir, a run still reports itself."""
+    catalog_path = str(project / "servables" / "catalog.yaml")
+    paths = {"pipeline_root": str(tmp_path / "pipeline"),
+             "serving_root": str(tmp_path / "serving"),
+             "metadata_path": str(tmp_path / "metadata.sqlite")}
+    first = local.run_pipeline(load_catalog(catalog_path), servables=["fun_runif"], **paths)
+    randomizer = project / "servables" / "randomizer.py"
+    randomizer.write_text(randomizer.read_text().replace(
+        "tf.random.uniform(shape=(N,))", "tf.random.uniform(shape=(N,), maxval=0.5)"))
+    second = local.run_pipeline(load_catalog(catalog_path), servables=["fun_runif"], **paths)
+    assert first.run_ids and second.run_ids and not set(first.run_ids) & set(second.run_ids)
+    args = (paths["metadata_path"], paths["serving_root"])
+    [one] = report.summarize(first, *args).verdicts
+    [two] = report.summarize(second, *args).verdicts
+    assert (one.status, one.pushed, one.exported) == ("published", "version 1", "ran")
+    assert (two.status, two.pushed, two.exported) == ("published", "version 2", "ran")

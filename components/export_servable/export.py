@@ -170,7 +170,7 @@ def _concrete_function(name: str, obj: Any, signature: SignatureDecl):
         function = method
     else:
         params = _parameters(method)
-        takes = f"({', '.join(params)})"
+        takes = f"it takes ({', '.join(params)})"
         # Declared by name: bind by name when the names are the parameters.
         order = [a.name for a in declared]
         if sorted(order) == sorted(params) and order != params:
@@ -191,7 +191,7 @@ def _trace(name: str, field: str, method_name: str, declared: Sequence[TensorDec
         frames = user_traceback(e)
         raise ServableExportError(
             name, f"field '{field}.inputs': cannot trace {method_name!r} with the declared "
-            f"inputs {_describe_decls(declared)}; it takes {takes}. Change the catalog's "
+            f"inputs {_describe_decls(declared)}; {takes}. Change the catalog's "
             f"'{field}.inputs' to match (or the function). {type(e).__name__}: "
             f"{_first_lines(str(e))}" + (f"\n{frames}" if frames else "")) from e
 
@@ -243,22 +243,22 @@ def _keras_call(name: str, field: str, model: Any,
     if not flat:  # subclassed
         params = [p for p in _parameters(model.call)
                   if p not in ("training", "mask", "args", "kwargs")]
-        takes = f"call({', '.join(params)})"
+        takes = f"it takes call({', '.join(params)})"
         if len(names) == 1:
             return (lambda x: model(x)), takes
         if params[:len(names)] == names:
             return (lambda *xs: model(*xs)), takes
         return (lambda *xs: model(dict(zip(names, xs, strict=True)))), takes
     own = _keras_declared_inputs(model) or ()
-    takes = _describe_decls(own)
+    takes = f"the model's inputs are {_describe_decls(own)}"
     by_name = isinstance(structure, dict) or (
         len(own) > 1 and sorted(names) == sorted(a.name for a in own))
     problem = _mismatch(declared, own, by_name=by_name)
     if problem:
         raise ServableExportError(
             name, f"field '{field}.inputs': the declared inputs {_describe_decls(declared)} do "
-            f"not fit the Keras model's inputs {takes}: {problem}. Change the catalog's "
-            f"'{field}.inputs' to match, or remove them to use the model's own.")
+            f"not fit the Keras model's inputs {_describe_decls(own)}: {problem}. Change the "
+            f"catalog's '{field}.inputs' to match, or remove them to use the model's own.")
     if isinstance(structure, dict):
         return (lambda *xs: model(dict(zip(names, xs, strict=True)))), takes
     if len(own) == 1:
@@ -309,7 +309,7 @@ def _describe_specs(specs: Sequence[Any], params: Sequence[str]) -> str:
         shape = None if spec.shape.rank is None else spec.shape.as_list()
         label = spec.name or (params[i] if i < len(params) else f"arg{i}")
         parts.append(f"{label}: {spec.dtype.name} {_shape_text(shape)}")
-    return "input_signature (" + ", ".join(parts) + ")"
+    return "its input_signature is (" + ", ".join(parts) + ")"
 
 
 def _first_lines(text: str, limit: int = 6) -> str:
