@@ -649,7 +649,8 @@ def test_ported_case_count():
     """How many TF Serving REST cases are replayed here, by upstream file."""
     by_file: dict[str, int] = {}
     for case in CASES:
-        upstream = case.source.split(" ", 1)[0]
+        first = case.source.split(" ", 1)[0]
+        upstream = first if first.endswith((".cc", ".py")) else case.source.split(":")[0]
         by_file[upstream] = by_file.get(upstream, 0) + 1
     print(f"\n{len(CASES)} TF Serving REST cases replayed over HTTP: " + ", ".join(
         f"{name} {count}" for name, count in sorted(by_file.items())))
