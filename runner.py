@@ -150,6 +150,8 @@ def _quiet_tensorflow(verbose: bool) -> None:
     # (ERROR:apache_beam.runners.common:...); the run reports it as the
     # servable's error, with the user's own frames.
     logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
+    # TensorFlow's Python warnings (deprecations of the APIs a library calls).
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def _paths(args: argparse.Namespace) -> tuple[str, str, str]:

@@ -31,11 +31,11 @@ from absl import logging as absl_logging
 from components.export_servable.export import user_traceback
 from pipeline import metadata_store
 from pipeline.catalog import Catalog
-from pipeline.pipeline import PIPELINE_NAME, STEPS, create_pipeline, node_id
+from pipeline.pipeline import PIPELINE_NAME, SERVING_CONFIG, STEPS, create_pipeline, node_id
 
 ORCHESTRATORS = ("beam", "local")
 STEP_LABELS = {"ExportServable": "export", "ServableEvaluator": "evaluate",
-               "VersionedPusher": "push"}
+               "VersionedPusher": "push", SERVING_CONFIG: "writing models.config"}
 FAILURE_REPORT = "report.md"
 _NODE = re.compile(rf"^(?P<step>{'|'.join(STEPS)})\.(?P<servable>.+)$")
 
@@ -61,6 +61,8 @@ class RunOutcome:
     failures: dict[str, Failure]
     run_ids: list[str] = dataclasses.field(default_factory=list)  # one per attempt
     pipeline_root: str = ""
+    # Failures of nodes that belong to no servable (ServingConfig: models.config).
+    run_failures: list[Failure] = dataclasses.field(default_factory=list)
 
 
 def run_pipeline(
@@ -106,6 +108,12 @@ def run_pipeline(
                 failures = _attribute(error, remaining, metadata_path, run_id)
                 if not failures:
                     raise
+                shared = [f for f in failures if not f.servable]
+                if shared:  # every servable's branch is done; retrying would fail again
+                    for failure in shared:
+                        failure.report = _write_failure_report(failure, pipeline_root, run_id)
+                    outcome.run_failures += shared
+                    break
                 for failure in failures:
                     failure.report = _write_failure_report(failure, pipeline_root, run_id)
                     outcome.failures[failure.servable] = failure
@@ -146,6 +154,8 @@ def _attribute(error: BaseException, candidates: Sequence[str], metadata_path: s
     store = metadata_store.open_store(metadata_path)
     if store is not None:
         for node, execution_id in metadata_store.failed_nodes(store, run_id).items():
+            if node == f"{PIPELINE_NAME}.{SERVING_CONFIG}":
+                failed.append(("", SERVING_CONFIG, execution_id))
             for step in STEPS:
                 for name in candidates:
                     if node == f"{PIPELINE_NAME}.{node_id(step, name)}":
@@ -154,7 +164,8 @@ def _attribute(error: BaseException, candidates: Sequence[str], metadata_path: s
         name = _servable_in_chain(error, candidates)
         if name is not None:
             failed.append((name, "", None))
-    return [Failure(servable=name, step=step, message=_for_servable(message, name, step),
+    return [Failure(servable=name, step=step,
+                    message=_for_servable(message, name, step) if name else message,
                     full_traceback=full, execution_id=execution_id)
             for name, step, execution_id in failed]
 
@@ -212,14 +223,16 @@ def _write_failure_report(failure: Failure, pipeline_root: str, run_id: str) -> 
     """
     from tfx.utils import io_utils
 
-    node = node_id(failure.step, failure.servable) if failure.step else failure.servable
+    node = (node_id(failure.step, failure.servable) if failure.step and failure.servable
+            else failure.step or failure.servable)
     path = "/".join([pipeline_root.rstrip("/"), node, "failure",
                      str(failure.execution_id or run_id), FAILURE_REPORT])
     step = STEP_LABELS.get(failure.step, "an unknown step")
+    title = f"Servable `{failure.servable}`" if failure.servable else f"Step `{node}`"
     text = "\n".join([
-        f"# Servable `{failure.servable}`: FAILED", "",
+        f"# {title}: FAILED", "",
         f"Failed in {step} (TFX node `{node}`, execution {failure.execution_id}, "
-        f"pipeline run `{run_id}`); not evaluated or published.", "",
+        f"pipeline run `{run_id}`).", "",
         "```text", failure.message, "```", "",
         "## Full traceback", "", "```text", failure.full_traceback.rstrip(), "```", ""])
     try:
@@ -282,6 +295,10 @@ class _ProgressLog(logging.Handler):
             self._line(node, "cached" if node in self._cached else f"done in {seconds:.1f}s")
 
     def _line(self, node: str, how: str) -> None:
+        if node == SERVING_CONFIG:
+            self._reported.add(node)
+            self._emit_line(f"  {'models.config':<24} {'write':<9} {how}")
+            return
         match = _NODE.match(node)
         if match:
             self._reported.add(node)

@@ -56,11 +56,13 @@ class RunReport:
     verdicts: list[Verdict]
     serving_root: str
     catalog: Catalog | None = None
+    # Steps of no single servable that failed (writing models.config): (step, reason, report)
+    run_errors: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
         """0 if every servable is blessed and published (or unchanged), else 1."""
-        return 0 if all(v.good for v in self.verdicts) else 1
+        return 0 if all(v.good for v in self.verdicts) and not self.run_errors else 1
 
     def table(self) -> str:
         """The summary table, at most TABLE_WIDTH columns wide."""
@@ -80,6 +82,9 @@ class RunReport:
             if v.report:
                 lines.append(f"  report: {_relative(v.report)}")
             blocks.append("\n".join(lines))
+        for step, reason, report in self.run_errors:
+            blocks.append(f"error: {step} failed: {reason}"
+                          + (f"\n  report: {_relative(report)}" if report else ""))
         return "\n".join(blocks)
 
     def next_steps(self) -> str:
@@ -95,7 +100,8 @@ def summarize(outcome: RunOutcome, metadata_path: str, serving_root: str,
     results = metadata_store.run_step_results(
         store, PIPELINE_NAME, outcome.servables, outcome.run_ids) if store else {}
     verdicts = [_verdict(name, results.get(name, {}), outcome) for name in outcome.servables]
-    return RunReport(verdicts, serving_root, catalog)
+    run_errors = [(f.step, _one_line(f.message, ""), f.report) for f in outcome.run_failures]
+    return RunReport(verdicts, serving_root, catalog, run_errors)
 
 
 def run_summary(outcome: RunOutcome, metadata_path: str, serving_root: str,

@@ -121,3 +121,13 @@ def test_usage_error_exits_2(capsys):
         runner.main(["run", "--keep", "0"])
     assert info.value.code == 2
     assert "must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_a_failed_step_of_no_servable_fails_the_run():
+    report = RunReport([_published("sum_two")], "/s",
+                       run_errors=[("ServingConfig", "OSError: read-only file system",
+                                    "/o/pipeline/ServingConfig/failure/9/report.md")])
+    assert report.exit_code == 1
+    assert report.errors().splitlines() == [
+        "error: ServingConfig failed: OSError: read-only file system",
+        "  report: /o/pipeline/ServingConfig/failure/9/report.md"]
