@@ -118,3 +118,46 @@ def test_tf_serving_limits_and_errors(exported, tmp_path):
         warmup.write(str(copy), [log] * (warmup.MAX_RECORDS + 1))
     shutil.rmtree(copy / "assets.extra")
     assert warmup.read(str(copy)) == []  # no file: warmup is optional
+
+
+def test_classify_regress_and_multi_inference_records_replay(tmp_path):
+    """TF1 half_plus_two (TF Serving's testdata model): every log type TF Serving replays,
+    with a context merged under the examples, runs through the bundle's run."""
+    from tensorflow_serving.apis import inference_pb2
+
+    from tests.tfs_testdata import tfs_models
+    from tfserving.bundle import load_bundle
+
+    path = tfs_models("half_plus_two")["half_plus_two"]
+    signatures = saved_model.signature_specs(saved_model.read_meta_graph(path))
+    [classify] = warmup.logs_from_rest("half_plus_two", signatures, [
+        {"signature_name": "classify_x_to_y", "examples": [{"x": 1.0}, {"x": 3.0}]}])
+    [regress] = warmup.logs_from_rest("half_plus_two", signatures, [
+        {"signature_name": "regress_x_to_y", "context": {"x2": 4.0},
+         "examples": [{"x": 2.0}]}])
+    assert regress.WhichOneof("log_type") == "regress_log"
+    multi = prediction_log_pb2.PredictionLog()
+    request = multi.multi_inference_log.request
+    request.input.CopyFrom(regress.regress_log.request.input)
+    for key, method in (("classify_x_to_y", "tensorflow/serving/classify"),
+                        ("regress_x_to_y2", "tensorflow/serving/regress")):
+        task = request.tasks.add(method_name=method)
+        task.model_spec.signature_name = key
+    assert isinstance(request.tasks[0], inference_pb2.InferenceTask)
+
+    bundle = load_bundle(path)
+    calls = []
+
+    def run(key, arrays):
+        calls.append((key, {a: v.tolist() for a, v in arrays.items()}))
+        return bundle.run(key, arrays)
+
+    try:
+        seconds = warmup.replay([classify, regress, multi], run, signatures)
+    finally:
+        bundle.close()
+    assert sorted(seconds) == ["classify_x_to_y", "regress_x_to_y", "regress_x_to_y2"]
+    assert [key for key, _ in calls[:4]] == [
+        "classify_x_to_y", "regress_x_to_y", "classify_x_to_y", "regress_x_to_y2"]
+    example = tf.train.Example.FromString(calls[1][1]["inputs"][0])
+    assert example.features.feature["x2"].float_list.value == [4.0]  # the context, merged

@@ -6,7 +6,8 @@ AVAILABLE only afterwards; a record that fails fails the load
 
 - a TFRecord file of ``tensorflow.serving.PredictionLog`` protos, each a
   ``predict_log``, ``classify_log``, ``regress_log`` or ``multi_inference_log``
-  whose ``request`` is replayed (``session_run_log`` is UNIMPLEMENTED);
+  whose ``request`` is replayed (``session_run_log`` is UNIMPLEMENTED), with the
+  classify/regress rules of :mod:`tfserving.classification`;
 - at most :data:`MAX_RECORDS` records (more is INVALID_ARGUMENT), a record that
   does not parse is INVALID_ARGUMENT, a damaged file is DATA_LOSS;
 - no file is fine: warmup is optional.
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from tfserving import json_tensor
+from tfserving import classification, json_tensor, tensor_proto
 from tfserving.status import ServingError
 
 ASSETS_EXTRA = "assets.extra"
@@ -49,7 +50,6 @@ def logs_from_rest(model_name: str, signatures: Mapping[str, json_tensor.Signatu
     with ``examples`` become ClassifyLogs or RegressLogs, by the signature's
     method. Raises ServingError for a body the server would reject.
     """
-    import tensorflow as tf
     from tensorflow_serving.apis import (
         classification_pb2,
         predict_pb2,
@@ -66,7 +66,7 @@ def logs_from_rest(model_name: str, signatures: Mapping[str, json_tensor.Signatu
             raise ServingError("INVALID_ARGUMENT", f'Serving signature name: "{key}" not found '
                                                    "in signature def")
         if "examples" in doc:
-            method = "classify" if sig.method == json_tensor.CLASSIFY_METHOD else "regress"
+            method = "classify" if sig.method_name == classification.CLASSIFY_METHOD else "regress"
             examples = json_tensor.decode_examples(doc, method)
             request = (classification_pb2.ClassificationRequest() if method == "classify"
                        else regression_pb2.RegressionRequest())
@@ -82,8 +82,7 @@ def logs_from_rest(model_name: str, signatures: Mapping[str, json_tensor.Signatu
             request = predict_pb2.PredictRequest()
             request.model_spec.name, request.model_spec.signature_name = model_name, key
             for alias, array in arrays.items():
-                dtype = tf.string if array.dtype == object else array.dtype
-                request.inputs[alias].CopyFrom(tf.make_tensor_proto(array, dtype=dtype))
+                tensor_proto.to_proto(array, proto=request.inputs[alias])
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request))
         logs.append(log)
@@ -141,7 +140,7 @@ def replay(logs: Iterable[Any], run: Run,
     allocations); a second pass is timed, so the figure is a warm call's.
     A record that fails raises its ServingError, as a failed warmup fails the load.
     """
-    calls = [_call(log, signatures) for log in logs]
+    calls = [call for log in logs for call in _calls(log, signatures)]
     for key, arrays in calls:
         run(key, arrays)
     seconds: dict[str, list[float]] = {}
@@ -152,27 +151,32 @@ def replay(logs: Iterable[Any], run: Run,
     return {key: statistics.median(times) for key, times in seconds.items()}
 
 
-def _call(log: Any, signatures: Mapping[str, json_tensor.SignatureSpec]
-          ) -> tuple[str, dict[str, np.ndarray]]:
-    """(signature key, input arrays) of one warmup record."""
-    import tensorflow as tf
-
+def _calls(log: Any, signatures: Mapping[str, json_tensor.SignatureSpec]
+           ) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """(signature key, input arrays) of the call(s) one warmup record stands for."""
     kind = log.WhichOneof("log_type")
     if kind == "predict_log":
         request = log.predict_log.request
-        arrays = {alias: tf.make_ndarray(proto) for alias, proto in request.inputs.items()}
-    elif kind in ("classify_log", "regress_log"):
+        sig = _signature(signatures, request.model_spec.signature_name)
+        return [(sig.key, tensor_proto.request_arrays(request.inputs))]
+    if kind in ("classify_log", "regress_log"):
         request = getattr(log, kind).request
-        examples = request.input.example_list.examples
-        alias = json_tensor.check_example_signature(
-            _signature(signatures, request.model_spec.signature_name),
-            "classify" if kind == "classify_log" else "regress")
-        serialized = np.empty(len(examples), dtype=object)
-        serialized[:] = [e.SerializeToString() for e in examples]
-        arrays = {alias: serialized}
+        tasks = [(request.model_spec.signature_name, kind == "classify_log")]
+    elif kind == "multi_inference_log":
+        request = log.multi_inference_log.request
+        tasks = [(task.model_spec.signature_name,
+                  task.method_name == classification.CLASSIFY_METHOD) for task in request.tasks]
     else:
         raise ServingError("UNIMPLEMENTED", f"Unsupported log_type for warmup: {kind}")
-    return _signature(signatures, request.model_spec.signature_name).key, arrays
+    examples = classification.serialized_examples(request.input)
+    calls = []
+    for name, classify in tasks:
+        sig = _signature(signatures, name)
+        check = classification.classify_signature if classify else \
+            classification.regress_signature
+        alias, _ = check(sig.key, list(sig.inputs), list(sig.outputs))
+        calls.append((sig.key, {alias: examples}))
+    return calls
 
 
 def _signature(signatures: Mapping[str, json_tensor.SignatureSpec],
