@@ -205,7 +205,8 @@ def test_compiled_job_runs_with_a_local_pipeline_root(tmp_path):
 def test_compiled_job_runs_on_s3_and_publishes_every_servable(s3_server, s3_bucket, tmp_path):
     """The README's Kubeflow job, pipeline root and serving root in a bucket."""
     pipeline_root = f"s3://{s3_bucket}/pipelines"
-    job = _compile(tmp_path, pipeline_root)
+    serving_root = f"s3://{s3_bucket}/serving"
+    job = _compile(tmp_path, pipeline_root, serving_root=serving_root)
     run = run_pipeline_job(job, work_dir=str(tmp_path / "work"), env=_task_env())
     assert run.succeeded, run.failure_report()
 
@@ -225,7 +226,8 @@ def test_compiled_job_runs_on_s3_and_publishes_every_servable(s3_server, s3_buck
     # A second run of the unchanged catalog (one servable, to keep it short) publishes
     # nothing: the pusher finds the same content fingerprint in the bucket.
     serving_before = {k: s3_server.read(s3_bucket, k) for k in keys if k.startswith("serving/")}
-    again = run_pipeline_job(_compile(tmp_path, pipeline_root, servables=["sum_two"]),
+    again = run_pipeline_job(_compile(tmp_path, pipeline_root, servables=["sum_two"],
+                                      serving_root=serving_root),
                              work_dir=str(tmp_path / "work2"), env=_task_env())
     assert again.succeeded, again.failure_report()
     pushed = _pusher_outputs(again)["sum_two"]["metadata"]
@@ -234,3 +236,35 @@ def test_compiled_job_runs_on_s3_and_publishes_every_servable(s3_server, s3_buck
                      for k in s3_server.keys(s3_bucket, "serving/")}
     assert serving_after == serving_before
 
+
+
+@pytest.mark.slow
+def test_a_broken_servable_does_not_stop_models_config(project, tmp_path):
+    """Its export fails, its evaluator and pusher are skipped; ServingConfig still runs
+    (ALL_UPSTREAM_TASKS_COMPLETED) and lists the servable that was published."""
+    import yaml
+
+    (project / "servables" / "exploding.py").write_text(
+        "import tensorflow as tf\n\n\nclass Exploding(tf.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        raise ValueError('this servable is broken on purpose')\n")
+    catalog_path = project / "servables" / "catalog.yaml"
+    catalog = yaml.safe_load(catalog_path.read_text())
+    catalog["servables"].append({"name": "exploding", "module": "servables/exploding.py",
+                                 "object": "Exploding", "signatures": {"serving_default": "f"}})
+    catalog_path.write_text(yaml.safe_dump(catalog, sort_keys=False))
+    root = tmp_path / "root"
+    job = compile_kubeflow(load_catalog(str(catalog_path)), out=str(tmp_path / "job.json"),
+                           image=IMAGE, pipeline_root=str(root),
+                           servables=["exploding", "sum_two"],
+                           project_dir_in_image=str(project))
+    run = run_pipeline_job(job, work_dir=str(tmp_path / "work"), env=_task_env())
+    states = {name: task.state for name, task in run.tasks.items()}
+    assert states == {
+        "ExportServable.exploding": "FAILED", "ServableEvaluator.exploding": "SKIPPED",
+        "VersionedPusher.exploding": "SKIPPED", "ExportServable.sum_two": "SUCCEEDED",
+        "ServableEvaluator.sum_two": "SUCCEEDED", "VersionedPusher.sum_two": "SUCCEEDED",
+        "ServingConfig": "SUCCEEDED"}, run.failure_report()
+    assert "this servable is broken on purpose" in run.tasks["ExportServable.exploding"].log()
+    config = _parse_config((root / "serving" / "models.config").read_bytes())
+    assert [c.name for c in config.model_config_list.config] == ["sum_two"]
