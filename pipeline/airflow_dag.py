@@ -5,7 +5,8 @@ must be installed in Airflow's environment (``make setup-airflow`` builds one:
 ``.venv-airflow``). The DAG is the same ``create_pipeline()`` that
 ``runner.py`` runs locally: one task per component per servable
 (``ExportServable.<name>`` → ``ServableEvaluator.<name>`` →
-``VersionedPusher.<name>``), ML Metadata in SQLite.
+``VersionedPusher.<name>``, then ``ServingConfig`` once every pusher is done),
+ML Metadata in SQLite.
 
 Settings, read from the environment when Airflow parses the file:
 
@@ -36,7 +37,7 @@ from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, Airfl
 
 import pipeline as _project_package
 from pipeline.catalog import load_catalog
-from pipeline.pipeline import PIPELINE_NAME, create_pipeline
+from pipeline.pipeline import PIPELINE_NAME, SERVING_CONFIG, create_pipeline
 
 # The installed project, not this file's directory: in the dags folder this
 # file may be a copy.
@@ -93,7 +94,7 @@ def build_dag():
     for component in tfx_pipeline.components:
         if component.driver_class is base_driver.BaseDriver:
             component.driver_class = UniqueArtifactNamesDriver
-    return AirflowDagRunner(AirflowPipelineConfig(airflow_dag_config={
+    dag = AirflowDagRunner(AirflowPipelineConfig(airflow_dag_config={
         # Triggered by hand (UI, `airflow dags trigger`); set a cron string to schedule.
         "schedule": None,
         "start_date": datetime.datetime(2025, 1, 1),
@@ -103,6 +104,10 @@ def build_dag():
         "max_active_runs": 1,
         "tags": ["tfx", PIPELINE_NAME],
     })).run(tfx_pipeline)
+    # models.config's one writer runs once every pusher is done, failed or not (Airflow's
+    # default, all_success, would let one broken servable leave models.config stale).
+    dag.get_task(SERVING_CONFIG).trigger_rule = "all_done"
+    return dag
 
 
 DAG = build_dag()

@@ -18,7 +18,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from pipeline.pipeline import PIPELINE_NAME, STEPS, node_id
+from pipeline.pipeline import PIPELINE_NAME, SERVING_CONFIG, STEPS, node_id
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SERVABLES = ("sum_two", "fun_runif", "mobilenet_v2_test")
@@ -65,7 +65,12 @@ def test_dagbag_loads_one_task_per_component_per_servable(airflow_home):
     assert bag.import_errors == {}
     assert list(bag.dags) == [PIPELINE_NAME]
     dag = bag.dags[PIPELINE_NAME]
-    assert sorted(dag.task_ids) == sorted(node_id(step, s) for step in STEPS for s in SERVABLES)
+    assert sorted(dag.task_ids) == sorted([*(node_id(step, s) for step in STEPS for s in SERVABLES),
+                                           SERVING_CONFIG])
+    # models.config's one writer: after every pusher, even when one branch failed.
+    serving_config = dag.get_task(SERVING_CONFIG)
+    assert serving_config.upstream_task_ids == {node_id("VersionedPusher", s) for s in SERVABLES}
+    assert serving_config.trigger_rule == "all_done"
     for servable in SERVABLES:
         export, evaluate, push = (dag.get_task(node_id(step, servable)) for step in STEPS)
         assert export.upstream_task_ids == set()
