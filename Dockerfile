@@ -1,10 +1,18 @@
 # The image the Kubeflow pipeline's components run in (`runner.py compile --image`).
 #   docker build -t REGISTRY/tfx-servables:TAG .
 #   docker push REGISTRY/tfx-servables:TAG
-# The TFX executors run as
-#   python -m tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor
-# and import `components.*` and the servable modules from /app
+# Every task runs
+#   python -m pipeline.kfp_entrypoint ARGS
+# which runs TFX's KFP v2 entrypoint (tfx.orchestration.kubeflow.v2.container.
+# kubeflow_v2_run_executor) and exits with its code (see pipeline/kfp_entrypoint.py);
+# the executors import `components.*` and the servable modules from /app
 # (`runner.py compile --project-dir-in-image`, default /app).
+# Buckets: gs:// is built into TensorFlow; s3:// comes from tensorflow-io (in the
+# lock, imported by the components when a path is s3://). Give the tasks S3
+# settings at run time, not in the image: S3_ENDPOINT (unset = AWS; e.g.
+# http://minio-service.kubeflow:9000), S3_USE_HTTPS, S3_VERIFY_SSL, AWS_REGION and
+# credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from a secret, or the
+# cluster's IAM role).
 # bookworm: glibc 2.36, the platform requirements.lock is resolved for.
 FROM python:3.10-slim-bookworm
 
@@ -24,6 +32,9 @@ RUN apt-get update \
 
 COPY . .
 # The project itself (editable: the executors' base_dir is /app), then the
-# stand-in hub module, built once into the image.
+# stand-in hub module, built once into the image, and a check that TensorFlow
+# has the s3:// filesystem.
 RUN pip install --no-deps --no-build-isolation -e . \
-    && python -c "from servables.hub_standin import ensure_standin; ensure_standin()"
+    && python -c "from servables.hub_standin import ensure_standin; ensure_standin()" \
+    && python -c "import tensorflow as tf, tensorflow_io; \
+                  assert 's3' in tf.io.gfile.get_registered_schemes(), 'no s3:// filesystem'"
