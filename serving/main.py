@@ -215,7 +215,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, serving_dir: bool = True) 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Validates the flags of :func:`add_arguments` and serves until interrupted."""
-    from serving.source import read_config
+    from serving.source import is_directory, read_config
     from tfserving.model_config import ConfigError
 
     if args.intra_op_threads is not None and args.intra_op_threads < 0:
@@ -226,7 +226,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error("--grpc-port must be a port number, or 0 to turn gRPC off")
     if args.grpc_port and args.grpc_port == args.port:
         parser.error(f"--grpc-port and --port are both {args.port}")
-    if not os.path.isdir(args.serving_dir):
+    if not is_directory(args.serving_dir):
         parser.error(f"--serving-dir {args.serving_dir!r} is not a directory")
     try:
         read_config(args.serving_dir)

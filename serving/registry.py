@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import serving.source as disk
 from serving.servable import Servable
 from serving.source import discover_models, files_stamp, list_versions, read_config
 from tfserving import model_config
@@ -67,7 +68,8 @@ class ModelRegistry:
 
     def __init__(self, serving_root: str, *, poll_interval: float = 0.5, load_threads: int = 2,
                  loader: Loader = Servable):
-        self.root = os.path.realpath(serving_root)
+        # A local root resolved (realpath), a bucket URI as given (serving/source.py).
+        self.root = disk.resolve_root(serving_root)
         self.poll_interval = poll_interval
         self._loader = loader
         self._lock = threading.RLock()
@@ -93,7 +95,7 @@ class ModelRegistry:
         Raises ``FileNotFoundError`` if the root is missing and
         :class:`ConfigError` if ``models.config`` is invalid.
         """
-        if not os.path.isdir(self.root):
+        if not disk.is_directory(self.root):
             raise FileNotFoundError(f"serving root {self.root} does not exist")
         self.poll(strict=True)
         if wait:
@@ -124,10 +126,9 @@ class ModelRegistry:
 
     def _config_file_stamp(self) -> tuple | None:
         try:
-            st = os.stat(model_config.config_path(self.root))
+            return disk.config_stamp(self.root)
         except OSError:
             return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _current_configs(self, strict: bool) -> list[ModelConfig]:
         if self._reloaded is not None:
@@ -137,16 +138,14 @@ class ModelRegistry:
                      model_config.CONFIG_FILE)
             self._reloaded = None
             self._config_stamp = None  # read it again
-        path = model_config.config_path(self.root)
         try:
-            st = os.stat(path)
+            stamp = disk.config_stamp(self.root)
         except OSError:
             if self._configs is not None:
                 log.info("%s removed: serving every model directory", model_config.CONFIG_FILE)
             self._config_stamp = None
             self._configs = None
             return discover_models(self.root)
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp != self._config_stamp:
             try:
                 configs = read_config(self.root)

@@ -24,13 +24,114 @@ Layout, as TF Serving expects it::
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 
-from tfserving import model_config
+from tfserving import filesystems, model_config
 from tfserving.layout import parse_version, valid_model_name
 from tfserving.model_config import ConfigError, ModelConfig
 
 _MAX_STAMP_FILES = 10_000
+
+
+# -- roots on other filesystems (gs://, s3://, ram://), through tf.io.gfile ----------------
+# TF Serving lists a model's base path with TensorFlow's FileSystem API, whatever the
+# scheme (file_system_storage_path_source.cc), so a bucket is a valid serving root. Buckets
+# have no symlinks: the realpath containment rules below are for local roots. Names are
+# checked the same way everywhere (valid_model_name, parse_version).
+
+
+def resolve_root(serving_root: str) -> str:
+    """The root as the registry keeps it: a local path resolved (symlinks included), a
+    URI as given, its filesystem loaded (tensorflow-io for ``s3://``)."""
+    if filesystems.is_remote(serving_root):
+        return filesystems.ensure_filesystem(serving_root).rstrip("/")
+    return os.path.realpath(serving_root)
+
+
+def is_directory(path: str) -> bool:
+    """``os.path.isdir`` for local paths, ``tf.io.gfile.isdir`` for URIs."""
+    if not filesystems.is_remote(path):
+        return os.path.isdir(path)
+    import tensorflow as tf
+
+    filesystems.ensure_filesystem(path)
+    return tf.io.gfile.isdir(path)
+
+
+def config_stamp(serving_root: str) -> tuple:
+    """A value that changes whenever ``models.config`` changes.
+
+    Local roots: its mtime, size and inode. URIs: a digest of its bytes (object stores
+    keep modification times in whole seconds). Raises FileNotFoundError when there is
+    none, another OSError when it cannot be read.
+    """
+    path = model_config.config_path(serving_root)
+    if not filesystems.is_remote(serving_root):
+        st = os.stat(path)
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+    import tensorflow as tf
+
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            data = f.read(model_config.MAX_CONFIG_BYTES + 1)
+    except tf.errors.NotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "no models.config", path) from None
+    except tf.errors.OpError as err:
+        raise OSError(errno.EIO, f"cannot read {model_config.CONFIG_FILE}: {err.message}") \
+            from None
+    return ("sha256", hashlib.sha256(data).hexdigest())
+
+
+def _remote_listing(directory: str, what: str) -> list[tuple[str, bool]]:
+    """(name, is_dir) of a URI directory's entries; [] when it does not exist."""
+    import tensorflow as tf
+
+    try:
+        return [(name, tf.io.gfile.isdir(filesystems.join(directory, name)))
+                for name in filesystems.listdir(directory)]
+    except tf.errors.OpError as err:  # not "no versions": the caller keeps what it has
+        raise OSError(errno.EIO, f"cannot list {what}: {err.message}") from None
+
+
+def _remote_read_config(root: str) -> list[ModelConfig] | None:
+    proto = model_config.read(root)
+    return model_config.model_configs(proto) if proto is not None else None
+
+
+def _remote_models(root: str) -> list[ModelConfig]:
+    return [ModelConfig(name) for name, is_dir in _remote_listing(root, "the serving root")
+            if is_dir and valid_model_name(name)]
+
+
+def _remote_versions(root: str, model: str) -> dict[int, str]:
+    if not valid_model_name(model):
+        return {}
+    model_dir = filesystems.join(root, model)
+    versions: dict[int, str] = {}
+    for name, is_dir in _remote_listing(model_dir, f"model directory {model}"):
+        version = parse_version(name)
+        if is_dir and version is not None and version not in versions:
+            versions[version] = filesystems.join(model_dir, name)
+    return versions
+
+
+def _remote_files_stamp(path: str) -> tuple:
+    import tensorflow as tf
+
+    items: list[tuple] = []
+    try:
+        for directory, _dirs, files in filesystems.walk(path):
+            for name in files:
+                full = filesystems.join(directory, name)
+                st = tf.io.gfile.stat(full)
+                items.append((full[len(path):].lstrip("/"), st.length, st.mtime_nsec))
+                if len(items) > _MAX_STAMP_FILES:
+                    return tuple(sorted(items))
+    except tf.errors.OpError:
+        return ()
+    return tuple(sorted(items))
 
 
 def _inside(root_real: str, path: str) -> bool:
@@ -43,6 +144,8 @@ def read_config(serving_root: str) -> list[ModelConfig] | None:
 
     Raises ConfigError when it is invalid or is not a regular file inside the root.
     """
+    if filesystems.is_remote(serving_root):
+        return _remote_read_config(serving_root)
     root = os.path.realpath(serving_root)
     path = model_config.config_path(root)
     if not os.path.lexists(path):
@@ -56,6 +159,8 @@ def read_config(serving_root: str) -> list[ModelConfig] | None:
 
 def discover_models(serving_root: str) -> list[ModelConfig]:
     """Without ``models.config``: every valid model directory, served with latest 1."""
+    if filesystems.is_remote(serving_root):
+        return _remote_models(serving_root)
     root = os.path.realpath(serving_root)
     configs = []
     try:
@@ -70,6 +175,8 @@ def discover_models(serving_root: str) -> list[ModelConfig]:
 
 def list_versions(serving_root: str, model: str) -> dict[int, str]:
     """``{version: directory}`` of a model's version directories inside the root."""
+    if filesystems.is_remote(serving_root):
+        return _remote_versions(serving_root, model)
     root = os.path.realpath(serving_root)
     model_dir = os.path.join(root, model)
     if not valid_model_name(model) or not _inside(root, model_dir):
@@ -90,6 +197,8 @@ def list_versions(serving_root: str, model: str) -> dict[int, str]:
 
 def files_stamp(path: str) -> tuple:
     """Sizes and mtimes of a version directory's files: changes when it is rewritten."""
+    if filesystems.is_remote(path):
+        return _remote_files_stamp(path)
     items: list[tuple] = []
     try:
         items.append(("", os.stat(path).st_mtime_ns))
