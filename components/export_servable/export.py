@@ -65,8 +65,9 @@ def export_servable(spec: ExportSpec, base_dir: str, export_dir: str) -> dict[st
                                lambda s=s: _concrete_function(name, obj, s))
         for s in spec.signatures
     }
+    root = save_root(obj, list(signatures.values()))
     _call_user_code(name, "saving the SavedModel",
-                    lambda: tf.saved_model.save(obj, export_dir, signatures=signatures))
+                    lambda: tf.saved_model.save(root, export_dir, signatures=signatures))
     write_warmup_requests(spec, export_dir)
     return describe_saved_model(export_dir)
 
@@ -83,6 +84,35 @@ def write_warmup_requests(spec: ExportSpec, export_dir: str) -> None:
     except (ServingError, ValueError) as err:
         raise ServableExportError(spec.name, "field 'examples': an example request cannot be "
                                   f"a warmup request: {getattr(err, 'message', err)}") from None
+
+
+def save_root(obj: Any, functions: Sequence[Any]) -> Any:
+    """What to save: ``obj``, or a wrapper that also tracks the variables its signatures read.
+
+    Keras 3 tracks its own ``Variable`` wrappers, not the ``tf.Variable`` inside
+    them that a traced function captures. ``tf.saved_model.load`` copes, but TF
+    Serving's loader (a Session restoring variables by name, as ``tfserving.bundle``
+    does) then fails every call with "Could not find variable ..."
+    (keras-team/keras#19274, tensorflow/tensorflow#72963). Keras's own
+    ``ExportArchive`` tracks the captured variables beside the model; so does
+    this. Objects whose variables are already tracked (a ``tf.Module`` with
+    ``tf.Variable`` attributes, the seeds) are saved unchanged.
+    """
+    try:
+        tracked = {id(t) for t in tf.train.TrackableView(obj).descendants()}
+    except (TypeError, AttributeError, ValueError):
+        return obj  # not trackable: tf.saved_model.save reports it
+    missing: list[Any] = []
+    for function in functions:
+        for variable in getattr(function, "variables", ()):
+            if id(variable) not in tracked and all(variable is not m for m in missing):
+                missing.append(variable)
+    if not missing:
+        return obj
+    root = tf.__internal__.tracking.AutoTrackable()
+    root.servable = obj
+    root.variables = missing
+    return root
 
 
 def resolve_args(args: Any, base_dir: str, assets: Mapping[str, str]) -> Any:
