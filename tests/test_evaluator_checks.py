@@ -391,27 +391,35 @@ def test_unloadable_directory_is_rejected(tmp_path):
 # --- requests and responses go through the server's codec ----------------------------------
 
 
-@pytest.mark.parametrize(("request_body", "detail"), [
-    ({"instances": [[1, 2]]}, "request not convertible (row): Input 'x' has shape [1, 2] but "
-     "signature 'serving_default' expects [-1, 3] (-1: any size)"),
-    ({"instances": [[1, 2, 3], [1, 2]]}, "request not convertible (row): Failed to process "
-     "'instances' for input 'x'. Error: Encountered list at unexpected size: 2 at level: 1 "
-     "expected size: 3"),
-    # 2**24 + 1 is not a float32: TF Serving refuses it rather than round it.
-    ({"inputs": {"x": [[16777217, 0, 0]]}}, "request not convertible (columnar): Cannot "
-     "convert JSON value: 16777217 to float without loss of precision."),
-    ({"inputs": {"x": [[1, 2, 3]], "y": [1]}}, None),  # extra named inputs are ignored
-    ({"inputs": {"y": [[1, 2, 3]]}}, "Missing named input: x in 'inputs' object."),
-    ({"instances": [{"x": [1, 2, 3], "y": 1}]}, 'does not have named input: "y"'),
-    ({"instances": [[1, 2, 3]], "inputs": [[1, 2, 3]]}, "expecting only one of 'inputs' or "
-     "'instances'"),
+# Expected: (response, None) when TF Serving answers the request, (None, detail) when it
+# refuses it. TF Serving's rules (tensorflow_serving/util/json_tensor.cc): no request-shape
+# check (the graph decides, and x + 2 takes any shape), each instance is read then compared
+# with the first one's size and shape (AddInstanceItem), a number for a float input is
+# narrowed with GetFloat() (16777217 becomes 16777216), an instance key that is not an
+# input is an error (AddInstanceItem), an unknown 'inputs' key is ignored.
+@pytest.mark.parametrize(("request_body", "response", "detail"), [
+    ({"instances": [[1, 2]]}, {"predictions": [[3, 4]]}, None),
+    ({"instances": [[1, 2, 3], [1, 2]]}, None, "request not convertible (row): Failed to "
+     "process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: Expecting tensor size: "
+     "3 but got: 2"),
+    ({"inputs": {"x": [[16777217, 0, 0]]}}, {"outputs": [[16777218, 2, 2]]}, None),
+    ({"inputs": {"x": [[1, 2, 3]], "y": [1]}}, {"outputs": [[3, 4, 5]]}, None),
+    ({"inputs": {"y": [[1, 2, 3]]}}, None, "Missing named input: x in 'inputs' object."),
+    ({"instances": [{"x": [1, 2, 3], "y": 1}]}, None, "request not convertible (row): Failed "
+     "to process element: 0 key: y of 'instances' list. Error: INVALID_ARGUMENT: JSON object: "
+     "does not have named input: y"),
+    ({"instances": [[1, 2, 3]], "inputs": [[1, 2, 3]]}, None, "expecting only one of 'inputs' "
+     "or 'instances'"),
 ])
-def test_example_requests_are_read_as_the_server_reads_them(adder_dir, request_body, detail):
-    example = {"path": "requests/r.json", "request": request_body, "expect": {}}
+def test_example_requests_are_read_as_the_server_reads_them(adder_dir, request_body, response,
+                                                           detail):
+    expect = {"response": response} if response is not None else {}
+    example = {"path": "requests/r.json", "request": request_body, "expect": expect}
     report = evaluate(adder_dir, make_spec([example]))
 
     if detail is None:
         assert report["blessed"], report["reasons"]
+        assert check(report, "expect.response")["passed"]
         return
     assert not report["blessed"]
     assert [c["name"] for c in failed(report)] == ["call"]

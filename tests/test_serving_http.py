@@ -129,6 +129,19 @@ def test_sum_two_row_and_columnar(http):
     assert post(http, "sum_two", explicit, prefix="/versions/1").json() == {"predictions": expected}
 
 
+def test_float_overflow_is_infinity(http):
+    """TF Serving narrows a JSON number to float32 (json_tensor.cc, AddValueToTensor:
+    ``add_float_val(val.GetFloat())``), so 1e39 becomes Infinity and 16777217 the float
+    16777216, and writes non-finite floats as the tokens ``Infinity``/``-Infinity``/``NaN``
+    (WriteDecimal; 16777218 does not survive '%g', so it gets 9 digits and '.0')."""
+    response = post(http, "sum_two", {"instances": [[1e39, -1e39, 16777217]]})
+    assert response.status_code == 200, response.text
+    assert response.text.replace(" ", "") == \
+        '{"predictions":[[Infinity,-Infinity,16777218.0]]}'
+    assert json.loads(response.text) == {"predictions": [[float("inf"), float("-inf"),
+                                                          16777218.0]]}
+
+
 def test_fun_runif_columnar_only(http):
     for payload in ({"inputs": {"N": 5}}, {"inputs": 5}):
         response = post(http, "fun_runif", payload)
@@ -241,10 +254,13 @@ ERRORS = [
     # [[1, 2]] with [[3, 4]]); a shape the graph itself cannot take fails in TensorFlow.
     ("POST", "/v1/models/mobilenet_v2_test:predict", '{"inputs": ["a", "b"]}', 400,
      "Input to reshape is a tensor with 2 values, but the requested shape has 1"),
+    # Ragged instances: each instance is read on its own, then its size is compared with
+    # the first one's (json_tensor.cc, AddInstanceItem: "Expecting tensor size").
     ("POST", "/v1/models/sum_two:predict", '{"instances": [[1, 2, 3], [1, 2]]}', 400,
-     "Encountered list at unexpected size"),
-    ("POST", "/v1/models/sum_two:predict", '{"instances": [[1e39, 2, 3]]}', 400,
-     "without loss of precision"),
+     "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+     "Expecting tensor size: 3 but got: 2"),
+    ("POST", "/v1/models/sum_two:predict", '{"instances": [[1, 2, 3], [[1, 2, 3]]]}', 400,
+     "Expecting shape [3] but got: [1,3]"),
     ("POST", "/v1/models/fun_runif:predict", '{"inputs": {"N": 2.5}}', 400,
      "is not of expected type: int32"),
     ("POST", "/v1/models/fun_runif:predict", '{"inputs": {"N": 99999999999}}', 400,
@@ -265,7 +281,9 @@ ERRORS = [
     ("POST", "/v1/models/%2Fetc%2Fpasswd:predict", '{"instances": [1]}', 404, "/etc/passwd"),
     ("GET", "/v1/models/escape", None, 404, "Could not find any versions of model escape"),
     ("GET", "/etc/passwd", None, 404, "Not found"),
-    ("GET", "/", None, 404, "Not found"),
+    # "/" is the model page (serving/pages.py); other paths outside /v1/ are still 404.
+    ("GET", "/v2/models/sum_two", None, 404, "Not found: /v2/models/sum_two"),
+    ("GET", "/index.html", None, 404, "Not found"),
 ]
 
 
