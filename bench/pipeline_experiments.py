@@ -26,6 +26,11 @@ Variants (see ``VARIANTS``):
   --beam-arg=--direct_running_mode=multi_threading``.
 - ``local_orchestrator``: ``--orchestrator local`` (TFX's LocalDagRunner).
 - ``combined``: ``gc_freeze`` + ``lazy_tfx_components``.
+- ``gc_collect_freeze``, ``combined_collect``: the same with one ``gc.collect()`` before the
+  freeze (garbage of the imports is freed, not frozen).
+- ``applied``: the proposal in the form it is applied: ``pipeline/tfx_imports.py``
+  (``lazy_tfx_components()`` before the pipeline is imported, ``settle_heap()`` after) and
+  the pusher on ``components/versioned_pusher/pusher_base.py``.
 - ``floor_2_procs``: the floor split over two concurrent processes (MobileNet | the two
   small servables): the most that running independent branches concurrently could give on
   this machine.
@@ -124,11 +129,12 @@ def _edit(path: str, old: str, new: str, count: int = 1) -> None:
         f.write(text.replace(old, new, count))
 
 
-def _gc_freeze(copy: str) -> None:
+def _gc_freeze(copy: str, collect: bool = False) -> None:
     _edit(os.path.join(copy, "runner.py"), "    from pipeline import local, report\n",
           "    from pipeline import local, report\n"
           "    from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # noqa: F401\n"
-          "    import gc\n\n    gc.freeze()  # imports done: later collections skip them\n")
+          "    import gc\n\n" + ("    gc.collect()\n" if collect else "") +
+          "    gc.freeze()  # imports done: later collections skip them\n")
 
 
 def _no_gc_in_clear_session(copy: str) -> None:
@@ -145,15 +151,39 @@ def _lazy_tfx(copy: str) -> None:
           _PUSHER_BASE + "\n\nclass Executor(_PusherBase):")
 
 
+_RUNNER_APPLIED = """    from pipeline import tfx_imports
+
+    tfx_imports.lazy_tfx_components()  # imports the run does not need (BENCHMARKS.md)
+    from pipeline import local, report
+
+    tfx_imports.settle_heap(args.orchestrator)  # full collections skip the import heap
+"""
+
+
+def _applied(copy: str) -> None:
+    """The proposal as applied: pipeline/tfx_imports.py and pusher_base.py, two edits."""
+    _edit(os.path.join(copy, "runner.py"), "    from pipeline import local, report\n",
+          _RUNNER_APPLIED)
+    executor = os.path.join(copy, "components", "versioned_pusher", "executor.py")
+    _edit(executor, "from tfx.components.pusher import executor as tfx_pusher_executor\n", "")
+    _edit(executor, "from components.versioned_pusher.publish import publish\n",
+          "from components.versioned_pusher.publish import publish\n"
+          "from components.versioned_pusher.pusher_base import PusherBase\n")
+    _edit(executor, "class Executor(tfx_pusher_executor.Executor):", "class Executor(PusherBase):")
+
+
 VARIANTS: dict[str, tuple[Callable[[str], None] | None, list[str]]] = {
     "base": (None, []),
     "gc_freeze": (_gc_freeze, []),
+    "gc_collect_freeze": (lambda c: _gc_freeze(c, collect=True), []),
     "no_gc_in_clear_session": (_no_gc_in_clear_session, []),
     "lazy_tfx_components": (_lazy_tfx, []),
     "beam_2_threads": (None, ["--beam-arg=--direct_num_workers=2",
                               "--beam-arg=--direct_running_mode=multi_threading"]),
     "local_orchestrator": (None, ["--orchestrator", "local"]),
     "combined": (lambda c: (_gc_freeze(c), _lazy_tfx(c)), []),
+    "combined_collect": (lambda c: (_gc_freeze(c, collect=True), _lazy_tfx(c)), []),
+    "applied": (_applied, []),
 }
 
 
@@ -174,7 +204,7 @@ def make_copy(work: str, name: str) -> str:
     return copy
 
 
-def run_variant(copy: str, extra: list[str], out: str) -> dict[str, Any]:
+def run_variant(copy: str, extra: list[str], out: str, expect_pushes: int = 3) -> dict[str, Any]:
     """One cold run of a variant's ``runner.py`` (its own code first on sys.path)."""
     env_path = copy + os.pathsep + os.environ.get("PYTHONPATH", "")
     result = _measured([pipeline_bench.PYTHON, os.path.join(copy, "runner.py"),
@@ -183,7 +213,7 @@ def run_variant(copy: str, extra: list[str], out: str) -> dict[str, Any]:
                        cwd=copy, pythonpath=env_path)
     rows = pipeline_bench.parse_summary(result.pop("stdout"))
     pushed = [r for r in rows if r.get("pushed", "").startswith("version")]
-    if result["returncode"] != 0 or len(pushed) != 3:
+    if result["returncode"] != 0 or len(pushed) != expect_pushes:
         raise RuntimeError(f"variant run failed: {result['stderr_tail']}")
     return result
 
@@ -202,6 +232,30 @@ def _measured(cmd: list[str], cwd: str, pythonpath: str) -> dict[str, Any]:
                 "peak_rss_mb": rusage.ru_maxrss / 1024, "returncode":
                 os.waitstatus_to_exitcode(status), "stdout": out.read().decode(errors="replace"),
                 "stderr_tail": err.read().decode(errors="replace")[-3000:]}
+
+
+def run_scenarios(copy: str, extra: list[str], out: str,
+                  scenarios: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """A cold run, then (if asked) an unchanged re-run and a one-servable-changed run."""
+    results = [("cold", run_variant(copy, extra, out))]
+    if "unchanged" in scenarios or "one_changed" in scenarios:
+        results.append(("unchanged", run_variant(copy, extra, out, expect_pushes=0)))
+    if "one_changed" in scenarios:
+        module = os.path.join(copy, "servables", "randomizer.py")
+        with open(module, encoding="utf-8") as f:
+            original = f.read()
+        pipeline_bench.change_one_servable(copy)
+        try:
+            results.append(("one_changed", run_variant(copy, extra, out, expect_pushes=1)))
+        finally:
+            with open(module, "w", encoding="utf-8") as f:
+                f.write(original)
+    return [(name, r) for name, r in results if name in scenarios]
+
+
+def _log(i: int, label: str, r: dict[str, Any]) -> None:
+    print(f"round {i + 1} {label:<34} {r['seconds']:6.1f} s wall {r['cpu_s']:6.1f} s CPU "
+          f"{r['peak_rss_mb']:6.0f} MB", file=sys.stderr, flush=True)
 
 
 def run_floor(copy: str, out: str, hub: str, split: bool = False) -> dict[str, Any]:
@@ -232,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", default=",".join([*VARIANTS, "floor_2_procs"]))
+    parser.add_argument("--scenarios", default="cold",
+                        help="comma-separated: cold, unchanged (a re-run after the cold "
+                             "run), one_changed (fun_runif edited after that)")
     parser.add_argument("--json", default=None, help="also write the samples here")
     args = parser.parse_args(argv)
     names = [n for n in args.variants.split(",") if n]
@@ -239,7 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown variants {unknown}; valid: {', '.join(VARIANTS)}, floor_2_procs")
     hub = pipeline_bench.ensure_hub_standin()
-    samples: dict[str, list[dict[str, Any]]] = {n: [] for n in ["floor", *names]}
+    scenarios = [x for x in args.scenarios.split(",") if x]
+    samples: dict[str, list[dict[str, Any]]] = {"floor": []}
+    for n in names:
+        for scenario in (scenarios if n in VARIANTS else ["cold"]):
+            samples[n if scenario == "cold" else f"{n} {scenario}"] = []
     with tempfile.TemporaryDirectory(prefix="bench-experiments-") as work:
         copies = {n: make_copy(work, n) for n in names if n in VARIANTS}
         base_copy = copies.get("base") or make_copy(work, "base")
@@ -252,23 +313,31 @@ def main(argv: list[str] | None = None) -> int:
                 elif name == "floor_2_procs":
                     r = run_floor(base_copy, out, hub, split=True)
                 else:
-                    r = run_variant(copies[name], VARIANTS[name][1], out)
+                    for scenario, r in run_scenarios(copies[name], VARIANTS[name][1], out,
+                                                     scenarios):
+                        label = name if scenario == "cold" else f"{name} {scenario}"
+                        samples[label].append(
+                            {k: r[k] for k in ("seconds", "cpu_s", "peak_rss_mb")})
+                        _log(i, label, r)
+                    shutil.rmtree(out, ignore_errors=True)
+                    continue
                 samples[name].append({k: r[k] for k in ("seconds", "cpu_s", "peak_rss_mb")})
-                print(f"round {i + 1} {name:<24} {r['seconds']:6.1f} s wall "
-                      f"{r['cpu_s']:6.1f} s CPU {r['peak_rss_mb']:6.0f} MB", file=sys.stderr,
-                      flush=True)
+                _log(i, name, r)
                 shutil.rmtree(out, ignore_errors=True)
     floor = {k: statistics.median(s[k] for s in samples["floor"]) for k in ("seconds", "cpu_s")}
-    base = samples.get("base")
     print("| variant | wall (median) | × floor | CPU (median) | CPU × floor | "
           "Δ CPU vs base | peak RSS |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    base_cpu = statistics.median(s["cpu_s"] for s in base) if base else None
     for name, runs in samples.items():
+        if not runs:
+            continue
         wall = statistics.median(s["seconds"] for s in runs)
         cpu = statistics.median(s["cpu_s"] for s in runs)
         rss = max(s["peak_rss_mb"] for s in runs)
-        delta = f"{cpu - base_cpu:+.1f} s" if base_cpu is not None else "–"
+        scenario = name.partition(" ")[2]
+        base = samples.get(f"base {scenario}".strip())
+        delta = (f"{cpu - statistics.median(s['cpu_s'] for s in base):+.1f} s"
+                 if base and name != "floor" else "–")
         print(f"| {name} | {wall:.1f} s | {wall / floor['seconds']:.2f} | {cpu:.1f} s | "
               f"{cpu / floor['cpu_s']:.2f} | {delta} | {rss:,.0f} MB |")
     if args.json:

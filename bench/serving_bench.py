@@ -1,7 +1,13 @@
 """Serving benchmark: the in-process limit, our REST server, and MLflow's, on one machine.
 
-- In-process limit: a separate process loads each SavedModel and calls its serving
-  signature in a loop with the same inputs (``python bench/serving_bench.py inprocess``).
+- In-process limit: fresh processes load each SavedModel as the server does (a session,
+  ``tfserving.bundle``) and call its signature's session callable with the request's
+  inputs, from one thread and from one thread per core, with one intra-op thread and with
+  TensorFlow's default (``python bench/serving_bench.py inprocess``); the limit is the best.
+- Transport floor: ``bench/hello_server.py``, a hello-world on the same HTTP stack
+  (uvicorn, httptools, uvloop, Starlette), same load generator, same run.
+- Batching: the same server with ``--enable-batching --batching-parameters-file
+  bench/batching_parameters.txt``.
 - Server: ``python -m serving`` on 127.0.0.1; ``bench/loadgen.py`` in a second process
   sends the same body with 1, 4 and 16 keep-alive clients for a fixed time. The same
   server process then gets the same request over gRPC (``bench/grpc_loadgen.py``: a
@@ -18,6 +24,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -36,6 +43,11 @@ sys.path.insert(0, ROOT)
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 PY_SPY = os.path.join(ROOT, ".venv-bench", "bin", "py-spy")
 LOAD_LEVELS = (1, 4, 16)
+# The batchable twin of mobilenet_v2_test only shows batching off vs on under load.
+BATCH_MODEL = "mobilenet_v2_batch"
+LEVELS = {BATCH_MODEL: (4, 16)}
+# The --batching-parameters-file of the batching rows.
+BATCHING_PARAMETERS = os.path.join(ROOT, "bench", "batching_parameters.txt")
 # What each servable is sent: the catalog's example (sum_two as the issue states it).
 BODIES = {
     "sum_two": b'{"instances": [[1,2,3]]}',
@@ -46,6 +58,8 @@ BODIES = {
 def _body(name: str) -> bytes:
     if BODIES.get(name):
         return BODIES[name]
+    if name == BATCH_MODEL:
+        name = "mobilenet_v2_test"  # the same request body
     with open(os.path.join(ROOT, "data", "requests", f"{name}.json"), "rb") as f:
         return f.read()
 
@@ -69,50 +83,122 @@ def grpc_body(name: str, target: str) -> bytes:
 # ---------------------------------------------------------------------- in-process limit
 
 
-def inprocess(serving_root: str, names: Sequence[str], seconds: float) -> dict[str, Any]:
-    """Calls each servable's loaded signature in a loop; calls/s and µs per call."""
+def _callable(path: str, name: str, intra_op_threads: int) -> tuple[Any, list[Any]]:
+    """The fastest in-process call of ``name``'s serving signature, and its inputs.
+
+    TF Serving's own call: a session over the SavedModel (``tfserving.bundle``) and the
+    lenient callable over the SignatureDef's tensor names that the server builds per
+    (signature, inputs, outputs); the inputs are the request body decoded as the server
+    decodes it. Falls back to the TF2 signature function when there is no bundle module.
+    """
+    from tfserving import json_tensor
+    from tfserving.saved_model import read_meta_graph, signature_specs
+
+    spec = signature_specs(read_meta_graph(path))["serving_default"]
+    _, arrays = json_tensor.decode_predict(json_tensor.parse_json(_body(name)), spec)
+    try:
+        from tfserving import bundle as bundle_module
+    except ImportError:
+        bundle_module = None
+    if bundle_module is not None and hasattr(bundle_module, "_lenient_callable"):
+        bundle = bundle_module.load_bundle(path, intra_op_threads=intra_op_threads,
+                                           inter_op_threads=intra_op_threads)
+        sig = bundle.signature_defs["serving_default"]
+        feeds = sorted(arrays)
+        call = bundle_module._lenient_callable(  # noqa: SLF001 - the server's own call
+            bundle.session, [sig.inputs[a].name for a in feeds],
+            [sig.outputs[a].name for a in sorted(sig.outputs)])
+        call._bundle = bundle  # keeps the session alive
+        return call, [arrays[a] for a in feeds]
     import tensorflow as tf
 
-    from bench.plain_export import request_inputs
-    from pipeline.catalog import load_catalog
+    function = tf.saved_model.load(path).signatures["serving_default"]
+    feeds = {a: tf.constant(v) for a, v in arrays.items()}
+    return (lambda: function(**feeds)), []
 
-    catalog = {s.name: s for s in load_catalog(None).servables}
+
+def _loop(call: Any, args: list[Any], seconds: float, threads: int) -> dict[str, float]:
+    """``threads`` threads calling ``call(*args)`` back to back for ``seconds``."""
+    counts = [0] * threads
+    samples: list[float] = []
+    start = threading.Barrier(threads + 1)
+    deadline = [0.0]
+
+    def work(i: int) -> None:
+        start.wait()
+        n = 0
+        while True:
+            t = time.perf_counter()
+            call(*args)
+            if i == 0:
+                samples.append(time.perf_counter() - t)
+            n += 1
+            if t >= deadline[0]:
+                break
+        counts[i] = n
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    started = time.perf_counter()
+    deadline[0] = started + seconds
+    start.wait()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - started
+    return {"calls": sum(counts), "seconds": elapsed, "calls_per_s": sum(counts) / elapsed,
+            "p50_us": statistics.median(samples) * 1e6}
+
+
+def inprocess(serving_root: str, names: Sequence[str], seconds: float,
+              intra_op_threads: int = 1) -> dict[str, Any]:
+    """Calls/s of each servable's fastest in-process call, from 1 thread and 1 per core."""
+    cores = os.cpu_count() or 1
     results = {}
     for name in names:
         model_root = os.path.join(serving_root, name)
         version = max(int(v) for v in os.listdir(model_root) if v.isdigit())
-        loaded = tf.saved_model.load(os.path.join(model_root, str(version)))
-        signature = loaded.signatures["serving_default"]
-        request = (json.loads(BODIES[name]) if BODIES.get(name)
-                   else catalog[name].examples[0].request)
-        inputs = request_inputs(request, signature)
+        call, args = _callable(os.path.join(model_root, str(version)), name, intra_op_threads)
         for _ in range(20):
-            signature(**inputs)
-        calls, started = 0, time.perf_counter()
-        deadline = started + seconds
-        samples = []
-        while True:
-            t = time.perf_counter()
-            signature(**inputs)
-            samples.append(time.perf_counter() - t)
-            calls += 1
-            if t >= deadline:
-                break
-        elapsed = time.perf_counter() - started
-        results[name] = {"calls": calls, "seconds": elapsed, "calls_per_s": calls / elapsed,
-                         "mean_us": elapsed / calls * 1e6,
-                         "p50_us": statistics.median(samples) * 1e6}
+            call(*args)
+        one = _loop(call, args, seconds, 1)
+        many = _loop(call, args, seconds, cores)
+        results[name] = {"1": one, str(cores): many, "cores": cores,
+                         "call": "session callable" if args else "TF2 signature function"}
     return results
 
 
 def run_inprocess(serving_root: str, names: Sequence[str], seconds: float) -> dict[str, Any]:
-    """``inprocess`` in a fresh process (no server, no load generator running)."""
-    out = subprocess.run(
-        [PYTHON, os.path.abspath(__file__), "inprocess", "--serving-dir", serving_root,
-         "--seconds", str(seconds), *names],
-        cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"},
-        check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    """The in-process limit: ``inprocess`` in fresh processes (no server, no load running).
+
+    Measured with one intra-op thread (what the server uses on <= 2 CPUs) and with
+    TensorFlow's default, each from one thread and from one thread per core; the limit
+    of a servable is the best of the four, the multi-thread limit the best with one
+    thread per core.
+    """
+    runs = {}
+    for intra in (1, 0):
+        out = subprocess.run(
+            [PYTHON, os.path.abspath(__file__), "inprocess", "--serving-dir", serving_root,
+             "--seconds", str(seconds), "--intra-op-threads", str(intra), *names],
+            cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"},
+            check=True, capture_output=True, text=True).stdout
+        runs[intra] = json.loads(out.strip().splitlines()[-1])
+    limits = {}
+    for name in names:
+        cores = str(runs[1][name]["cores"])
+        options = [(runs[intra][name][threads]["calls_per_s"], intra, threads)
+                   for intra in runs for threads in ("1", cores)]
+        best = max(options)
+        multi = max(o for o in options if o[2] == cores)
+        limits[name] = {
+            "calls_per_s": best[0], "config": f"{best[2]} thread(s), intra-op "
+                                              f"{best[1] or 'default'}",
+            "multi_thread_calls_per_s": multi[0],
+            "single_thread_calls_per_s": max(o[0] for o in options if o[2] == "1"),
+            "p50_us": runs[best[1]][name]["1"]["p50_us"], "call": runs[1][name]["call"],
+            "runs": {f"intra_{intra or 'default'}": runs[intra][name] for intra in runs}}
+    return limits
 
 
 # ---------------------------------------------------------------------- servers and load
@@ -236,7 +322,7 @@ def bench_server(label: str, cmd: Sequence[str], ready_urls: Sequence[str],
             for _, store, _ in runs:
                 store[name] = {}
             requests = [(tag, store, *request(name, url)) for tag, store, request in runs]
-            for clients in LOAD_LEVELS:
+            for clients in LEVELS.get(name, LOAD_LEVELS):
                 for tag, store, target, body in requests:
                     r = run_load(target, body, clients, duration, pid, work)
                     store[name][str(clients)] = r
@@ -254,7 +340,7 @@ def bench_server(label: str, cmd: Sequence[str], ready_urls: Sequence[str],
 # frames of the generic plumbing (_TRANSPARENT) are skipped over.
 _SERVER_BUCKETS = (
     ("TensorFlow (signature call, tensor conversion)", ("tensorflow/",)),
-    ("JSON codec (serving/codec.py, orjson)", ("serving/codec.py",)),
+    ("JSON codec (tfserving/json_tensor.py, orjson)", ("tfserving/json_tensor.py",)),
     ("HTTP/1.1 (uvicorn, httptools/h11, socket writes)", ("h11/", "httptools/", "uvicorn/")),
     ("Starlette", ("starlette/",)),
     ("thread hand-off (anyio.to_thread, wake-ups)", ("anyio/",)),
@@ -263,7 +349,7 @@ _SERVER_BUCKETS = (
 _TRANSPARENT = ("asyncio/", "threading.py", "selectors.py", "queue.py", "sniffio/",
                 "contextlib.py", "<frozen")
 # Threads py-spy reports as active while they wait (model-load pool, version poller).
-_IDLE_LEAVES = ("_worker (concurrent/futures/thread.py", "_run (serving/models.py")
+_IDLE_LEAVES = ("_worker (concurrent/futures/thread.py", "_run (serving/registry.py")
 
 
 def server_profile_buckets(raw_path: str, rate: int) -> dict[str, Any]:
@@ -339,30 +425,61 @@ def bench_serving(serving_root: str, names: Sequence[str] = ("sum_two", "mobilen
                   duration: float = 5.0, inprocess_seconds: float = 3.0,
                   work: str | None = None, peer: bool = True, profile: bool = True,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    """In-process limit, our server, and the MLflow peer (when installed)."""
+    """In-process limit, hello-world, our server with batching off and on, MLflow's peer.
+
+    The servers serve a copy of ``names`` from ``serving_root`` plus the batchable twin
+    of ``mobilenet_v2_test`` (``bench/batchable_mobilenet.py``), without models.config.
+    """
     work = work or tempfile.mkdtemp(prefix="bench-serving-")
     os.makedirs(work, exist_ok=True)
-    all_names = sorted(os.listdir(serving_root))
-    all_names = [n for n in all_names if os.path.isdir(os.path.join(serving_root, n))
-                 and not n.startswith(".")]
-    log("  in-process signature calls ...")
-    limit = run_inprocess(serving_root, all_names, inprocess_seconds)
+    bench_root = os.path.join(work, "serving-root")
+    for name in names:
+        shutil.copytree(os.path.join(serving_root, name), os.path.join(bench_root, name))
+    from bench.pipeline_bench import ensure_hub_standin
+
+    subprocess.run([PYTHON, os.path.join(ROOT, "bench", "batchable_mobilenet.py"), "--out",
+                    os.path.join(bench_root, BATCH_MODEL, "1"), "--hub-module",
+                    ensure_hub_standin(), "--labels",
+                    os.path.join(ROOT, "data", "labels", "ImageNetLabels.txt")],
+                   cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=True,
+                   capture_output=True)
+    served = [*names, BATCH_MODEL]
+    log("  in-process: session callables, 1 thread and 1 per core ...")
+    limit = run_inprocess(serving_root, names, inprocess_seconds)
     for name, r in limit.items():
-        log(f"  in-process     {name:<18} {r['calls_per_s']:8.1f} calls/s  "
-            f"{r['mean_us']:8.1f} µs/call")
+        log(f"  in-process     {name:<18} {r['calls_per_s']:8.1f} calls/s ({r['config']}); "
+            f"{r['multi_thread_calls_per_s']:8.1f} with 1 thread per core")
+    hello_port = free_port()
+    hello_base = f"http://127.0.0.1:{hello_port}"
+    hello = bench_server(
+        "hello-world", [PYTHON, os.path.join(ROOT, "bench", "hello_server.py"),
+                        "--port", str(hello_port)],
+        [hello_base + "/"], {"sum_two": f"{hello_base}/v1/models/sum_two:predict"},
+        duration, work, log=log)
     port, grpc_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     ours = bench_server(
         "tfx-servables",
-        [PYTHON, "-m", "serving", "--serving-dir", serving_root, "--port", str(port),
+        [PYTHON, "-m", "serving", "--serving-dir", bench_root, "--port", str(port),
          "--grpc-port", str(grpc_port), "--log-level", "warning"],
-        [f"{base}/v1/models/{n}" for n in names],
-        {n: f"{base}/v1/models/{n}:predict" for n in names}, duration, work,
+        [f"{base}/v1/models/{n}" for n in served],
+        {n: f"{base}/v1/models/{n}:predict" for n in served}, duration, work,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"},
         profile="sum_two" if profile and "sum_two" in names else None, log=log,
         grpc_target=f"127.0.0.1:{grpc_port}")
-    result = {"inprocess": limit, "server": ours, "duration_s": duration,
-              "load_levels": list(LOAD_LEVELS)}
+    batching_port, batching_grpc = free_port(), free_port()
+    batching_base = f"http://127.0.0.1:{batching_port}"
+    batched = bench_server(
+        "batching",
+        [PYTHON, "-m", "serving", "--serving-dir", bench_root, "--port", str(batching_port),
+         "--grpc-port", str(batching_grpc), "--log-level", "warning", "--enable-batching",
+         "--batching-parameters-file", BATCHING_PARAMETERS],
+        [f"{batching_base}/v1/models/{n}" for n in served],
+        {n: f"{batching_base}/v1/models/{n}:predict" for n in served}, duration, work,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}, log=log)
+    result = {"inprocess": limit, "server": ours, "hello": hello, "batching": batched,
+              "batching_parameters": open(BATCHING_PARAMETERS, encoding="utf-8").read(),
+              "duration_s": duration, "load_levels": list(LOAD_LEVELS)}
     if peer:
         result["mlflow"] = bench_mlflow(serving_root, names, duration, work, log=log)
     return result
@@ -375,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     one = sub.add_parser("inprocess", help="signature calls in a loop")
     one.add_argument("--serving-dir", required=True)
     one.add_argument("--seconds", type=float, default=3.0)
+    one.add_argument("--intra-op-threads", type=int, default=1)
     one.add_argument("names", nargs="+")
     every = sub.add_parser("all", help="in-process, server and MLflow peer")
     every.add_argument("--serving-dir", required=True)
@@ -383,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "inprocess":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        print(json.dumps(inprocess(args.serving_dir, args.names, args.seconds)))
+        print(json.dumps(inprocess(args.serving_dir, args.names, args.seconds,
+                                   args.intra_op_threads)))
         return 0
     result = bench_serving(args.serving_dir, duration=args.duration, peer=not args.no_peer,
                            log=lambda m: print(m, file=sys.stderr))
