@@ -344,10 +344,7 @@ def _replace_placeholders(command: list[str], executor_input: pb.ExecutorInput) 
     for key, artifacts in executor_input.outputs.artifacts.items():
         placeholders[f"{{{{$.outputs.artifacts['{key}'].uri}}}}"] = artifacts.artifacts[0].uri
     for key, value in executor_input.inputs.parameter_values.items():
-        kind = value.WhichOneof("kind")
-        text = (value.string_value if kind == "string_value"
-                else json.dumps(json_format.MessageToDict(value), separators=(",", ":")))
-        placeholders[f"{{{{$.inputs.parameters['{key}']}}}}"] = text
+        placeholders[f"{{{{$.inputs.parameters['{key}']}}}}"] = _parameter_text(value)
     replaced = []
     for part in command:
         if _PATH_PLACEHOLDER.search(part):
@@ -356,6 +353,19 @@ def _replace_placeholders(command: list[str], executor_input: pb.ExecutorInput) 
             part = part.replace(placeholder, value)
         replaced.append(part)
     return replaced
+
+
+def _parameter_text(value: struct_pb2.Value) -> str:
+    """A parameter as the launcher writes it into a command line (getPlaceholders)."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":  # Go's strconv.FormatFloat(v, 'f', -1, 64)
+        number = value.number_value
+        return str(int(number)) if number.is_integer() else repr(number)
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    return json.dumps(json_format.MessageToDict(value), separators=(",", ":"))
 
 
 # ---------------------------------------------------------------------------- artifacts

@@ -75,7 +75,7 @@ class S3Server:
 
     def start(self, timeout: float = 60.0) -> S3Server:
         """Starts moto on a free port and waits until it answers; returns self."""
-        for attempt in range(3):  # a free port can be taken between probe and bind
+        for _attempt in range(3):  # a free port can be taken between probe and bind
             self.port = free_port()
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
             self._process = subprocess.Popen(
@@ -85,8 +85,6 @@ class S3Server:
             if self._wait_ready(timeout):
                 return self
             self.stop()
-            if attempt == 2:
-                break
         raise RuntimeError(f"moto's S3 server did not start; its log ({self.log_path}):\n"
                            f"{self.log_tail()}")
 
