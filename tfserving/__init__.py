@@ -16,6 +16,8 @@ Both the pipeline (``components/``, ``pipeline/``) and the server
 - ``status``: error codes and their HTTP statuses.
 - ``saved_model``: SavedModel and signature reading.
 - ``fingerprint``: a SavedModel's content fingerprint.
+- ``filesystems``: which URIs ``tf.io.gfile`` can open (``s3://`` through tensorflow-io,
+  loaded on first use), and listing that is right on every store (``ram://`` included).
 
 Every file is read and written through ``tf.io.gfile``, so any path may be
 local or ``gs://``, ``s3://``, ``ram://``.
