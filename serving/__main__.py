@@ -22,4 +22,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    # With a bucket as serving root, tensorflow-io's S3 filesystem can abort the interpreter's
+    # teardown ("pure virtual method called", tensorflow/io#2039): exit with our own code.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
