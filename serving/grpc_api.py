@@ -184,16 +184,6 @@ def _echo_spec(target: Any, name: str, signature_name: str | None, version: int)
     target.version.value = version
 
 
-def _example_signature(servable: Any, key: str, method: str) -> tuple[str, tuple[str, ...]]:
-    """(input alias, fetched outputs) of a classify/regress signature of ``servable``."""
-    sig = servable.signatures.get(key)
-    if sig is None:  # classifier.cc / regressor.cc GetClassificationSignatureDef
-        raise invalid_argument(f"No signature was found with the name: {echo(key)}")
-    check = (classification.classify_signature if method == classification.CLASSIFY_METHOD
-             else classification.regress_signature)
-    return check(key, list(sig.inputs), list(sig.outputs))
-
-
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """``tensorflow.serving.PredictionService``."""
 
@@ -238,12 +228,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         def prepare() -> Any:
             servable = self.api.resolve(spec, request.HasField("model_spec"))
-            _example_signature(servable, _signature_key(spec), method)
+            classification.example_signature(servable.signatures, _signature_key(spec), method)
             return servable
 
         def work(servable: Any) -> Any:
             key = _signature_key(spec)
-            alias, fetch = _example_signature(servable, key, method)
+            alias, fetch = classification.example_signature(servable.signatures, key, method)
             examples = classification.serialized_examples(request.input)
             outputs = servable.run(key, {alias: examples}, output_filter=list(fetch))
             if classify:
@@ -272,33 +262,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         spec = first if first is not None else predict_pb2.PredictRequest().model_spec
 
         def plan(servable: Any) -> list[tuple[Any, str, str, tuple[str, ...]]]:
-            steps = []
-            seen: set[str] = set()
-            for task in tasks:
-                task_spec = task.model_spec
-                if not task_spec.name:
-                    raise invalid_argument("Found ModelSpec with an empty model name.")
-                if task_spec.name != spec.name:
-                    raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must "
-                                           "access the same model name.")
-                key = _signature_key(task_spec)
-                if key in seen:
-                    raise invalid_argument(f"Duplicate evaluation of signature: {echo(key)}")
-                seen.add(key)
-                sig = servable.signatures.get(key)
-                if sig is None:
-                    raise invalid_argument(
-                        f"Requested signature not found in model graph: {echo(key)}")
-                if task.method_name == classification.CLASSIFY_METHOD:
-                    check = classification.classify_signature
-                elif task.method_name == classification.REGRESS_METHOD:
-                    check = classification.regress_signature
-                else:
-                    raise ServingError("UNIMPLEMENTED", "Unsupported signature method_name: "
-                                       f"{echo(task.method_name)}")
-                alias, fetch = check(key, list(sig.inputs), list(sig.outputs))
-                steps.append((task, key, alias, fetch))
-            return steps
+            checked = classification.multi_inference_plan(servable.signatures, [
+                (t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in tasks])
+            return [(task, key, alias, fetch)
+                    for task, (key, _, alias, fetch) in zip(tasks, checked, strict=True)]
 
         def prepare() -> Any:
             servable = self.api.resolve(spec)

@@ -112,16 +112,15 @@ class GrpcServingClient(ServingClient):
         request = classification_pb2.ClassificationRequest()
         self._spec(request.model_spec, model, version, label, signature_name)
         with _local_errors():
-            count = _fill_input(request.input, examples, context, "classify")
+            _fill_input(request.input, examples, context, "classify")
         result = self._call(self._predict.Classify, request).result
         width = max((len(c.classes) for c in result.classifications), default=0)
-        classes = np.empty((len(result.classifications), width), dtype=object)
+        classes = np.full((len(result.classifications), width), b"", dtype=object)
         scores = np.zeros(classes.shape, dtype=np.float32)
         for i, entry in enumerate(result.classifications):
             for j, cls in enumerate(entry.classes):
                 classes[i, j], scores[i, j] = cls.label.encode("utf-8"), cls.score
-        return json.loads(json_tensor.encode_classify(
-            {"classes": classes, "scores": scores}, count))
+        return json.loads(json_tensor.classify_json(classes, scores, len(classes)))
 
     def regress(self, model: str, examples: list[dict[str, Any]], *,
                 context: dict[str, Any] | None = None, version: int | None = None,
@@ -132,10 +131,10 @@ class GrpcServingClient(ServingClient):
         request = regression_pb2.RegressionRequest()
         self._spec(request.model_spec, model, version, label, signature_name)
         with _local_errors():
-            count = _fill_input(request.input, examples, context, "regress")
+            _fill_input(request.input, examples, context, "regress")
         result = self._call(self._predict.Regress, request).result
         values = np.array([r.value for r in result.regressions], dtype=np.float32)
-        return json.loads(json_tensor.encode_regress({"outputs": values}, count))
+        return json.loads(json_tensor.regress_json(values))
 
     def metadata(self, model: str, version: int | None = None,
                  label: str | None = None) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from tfserving import json_tensor, openapi
+from tfserving import classification, json_tensor, openapi
 from tfserving.json_tensor import SignatureSpec, TensorSpec
 from tfserving.status import ServingError
 
@@ -71,9 +71,9 @@ OTHERS: dict[str, dict[str, SignatureSpec]] = {
         DEFAULT: _sig(DEFAULT, {"x": ("DT_FLOAT", (-1,))}, {"y": ("DT_FLOAT", (-1,))}),
         "classify_x_to_y": _sig("classify_x_to_y", {"inputs": ("DT_STRING", (-1,))},
                                 {"classes": ("DT_STRING", (-1, 2)),
-                                 "scores": ("DT_FLOAT", (-1, 2))}, json_tensor.CLASSIFY_METHOD),
+                                 "scores": ("DT_FLOAT", (-1, 2))}, classification.CLASSIFY_METHOD),
         "regress_x_to_y": _sig("regress_x_to_y", {"inputs": ("DT_STRING", (-1,))},
-                               {"outputs": ("DT_FLOAT", (-1, 1))}, json_tensor.REGRESS_METHOD),
+                               {"outputs": ("DT_FLOAT", (-1, 1))}, classification.REGRESS_METHOD),
     },
     "dtypes": {
         "all types/v1": _sig("all types/v1", {
@@ -383,9 +383,9 @@ def test_version_document_is_valid_openapi(model):
     assert {base, base + "/metadata"} <= paths
     callable_keys = {k for k, s in signatures.items() if openapi.feedable(s) is None}
     assert (base + ":predict" in paths) == bool(callable_keys)
-    methods = {s.method_name for s in signatures.values()}
-    assert (base + ":classify" in paths) == (json_tensor.CLASSIFY_METHOD in methods)
-    assert (base + ":regress" in paths) == (json_tensor.REGRESS_METHOD in methods)
+    methods = {s.method_name for s in signatures.values()}  # these fixtures: the same verdict
+    assert (base + ":classify" in paths) == (classification.CLASSIFY_METHOD in methods)
+    assert (base + ":regress" in paths) == (classification.REGRESS_METHOD in methods)
     summary = doc[openapi.EXTENSION]["models"][model]["versions"]["7"]["signatures"]
     assert openapi.INIT_OP_KEY not in summary
     assert {k for k, s in summary.items() if s["predict"]} == callable_keys
@@ -588,16 +588,36 @@ def test_classify_and_regress_requests(action, key):
            {"signature_name": key, "examples": [{"x": {"y": 1}}]},
            {"signature_name": key, "context": 5, "examples": [{"x": 1.0}]}]
     sigs = OTHERS["half_plus_two"]
+    method = classification.CLASSIFY_METHOD if action == "classify" else \
+        classification.REGRESS_METHOD
     for body in good:
         assert validator.is_valid(body), body
-        assert json_tensor.check_example_signature(sigs[key], action) == "inputs"
+        assert classification.example_signature(sigs, key, method)[0] == "inputs"
         assert json_tensor.decode_examples(body, action)
     for body in bad:
         assert not validator.is_valid(body), body
         with pytest.raises(ServingError):
             json_tensor.decode_examples(body, action)
-            json_tensor.check_example_signature(
-                sigs[body.get("signature_name") or DEFAULT], action)
+            classification.example_signature(sigs, body.get("signature_name") or DEFAULT,
+                                             method)
+
+
+def test_classify_and_regress_paths_follow_tf_servings_checks():
+    """TF Serving classifies/regresses with any signature its checks accept, whatever its
+    method_name (classifier.cc / regressor.cc: the method_name check is off by default);
+    examples are fed as serialized strings, so the input must be DT_STRING."""
+    strings = {"inputs": ("DT_STRING", (-1,))}
+    sigs = {"regress_like": _sig("regress_like", strings, {"outputs": ("DT_FLOAT", (-1,))}),
+            "scores_like": _sig("scores_like", strings, {"scores": ("DT_FLOAT", (-1, 3))}),
+            "float_inputs": _sig("float_inputs", {"inputs": ("DT_FLOAT", (-1,))},
+                                 {"outputs": ("DT_FLOAT", (-1,))}, classification.REGRESS_METHOD)}
+    doc = openapi.version_document("m", 1, sigs)
+    validate_openapi(doc)
+    paths = doc["paths"]
+    assert "regress_like" in paths["/v1/models/m/versions/1:regress"]["post"]["description"]
+    assert "float_inputs" not in paths["/v1/models/m/versions/1:regress"]["post"]["description"]
+    assert paths["/v1/models/m/versions/1:classify"]["post"]["description"] == (
+        "Signatures: 'scores_like'.")
 
 
 def test_response_schemas_accept_what_the_encoder_writes():

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tfserving import classification
 from tfserving import json_tensor as jt
 from tfserving.json_tensor import decode_b64, encode_b64
 from tfserving.status import ServingError
@@ -548,22 +549,29 @@ def test_predict_response_is_the_encoded_body_parsed():
 
 
 def test_classify_and_regress_encoding():
-    # json_tensor_test.cc JsonFromClassificationResult / JsonFromRegressionResult(WithNonFinite).
+    # json_tensor_test.cc JsonFromClassificationResult / JsonFromRegressionResult(WithNonFinite),
+    # over the outputs as tfserving.classification checks them (PostProcess*Result).
     outputs = {"classes": np.array([[b"car", b"bike", b"bus"]] * 2, dtype=object),
                "scores": np.float32([[0.2, 0.7, 0.1], [0.7, 0.1, 0.2]])}
-    assert jt.encode_classify(outputs, 2) == (
+    classes, scores = classification.classification_arrays(outputs, 2)
+    assert jt.classify_json(classes, scores, 2) == (
         b'{"results":[[["car",0.2],["bike",0.7],["bus",0.1]],'
         b'[["car",0.7],["bike",0.1],["bus",0.2]]]}')
-    values = {"outputs": np.float32([0.2, np.inf, 1.0, -np.inf, np.nan])}
-    assert jt.encode_regress(values, 5) == b'{"results":[0.2,Infinity,1.0,-Infinity,NaN]}'
-    assert jt.encode_regress({"outputs": np.float32([[42.0]])}, 1) == b'{"results":[42.0]}'
-    err = error_of(jt.encode_regress, {"outputs": np.zeros((1, 2), np.float32)}, 1)
+    # Without scores (or classes) the proto's defaults are written: 0.0 (or "").
+    assert jt.classify_json(None, scores[:1, :2], 1) == b'{"results":[[["",0.2],["",0.7]]]}'
+    assert jt.classify_json(classes[:1, :1], None, 1) == b'{"results":[[["car",0.0]]]}'
+    values = classification.regression_values(
+        {"outputs": np.float32([0.2, np.inf, 1.0, -np.inf, np.nan])}, 5)
+    assert jt.regress_json(values) == b'{"results":[0.2,Infinity,1.0,-Infinity,NaN]}'
+    values = classification.regression_values({"outputs": np.float32([[42.0]])}, 1)
+    assert jt.regress_json(values) == b'{"results":[42.0]}'
+    err = error_of(classification.regression_values, {"outputs": np.zeros((1, 2), np.float32)}, 1)
     assert "[batch_size] or [batch_size, 1]" in err.message
     # JsonFromResultErrors.
     assert "empty RegressionResults" in error_of(
-        jt.encode_regress, {"outputs": np.zeros((0,), np.float32)}, 0).message
+        jt.regress_json, np.zeros((0,), np.float32)).message
     assert "empty ClassificationResults" in error_of(
-        jt.encode_classify, {"scores": np.zeros((0, 1), np.float32)}, 0).message
+        jt.classify_json, None, np.zeros((0, 1), np.float32), 0).message
 
 
 def test_examples_from_json():
@@ -612,14 +620,22 @@ def test_example_errors(doc, fragment):
 
 
 def test_example_signature_checks():
-    with pytest.raises(ServingError, match="method_name to be tensorflow/serving/classify"):
-        jt.check_example_signature(ADDER, "classify")
-    regress = jt.SignatureSpec(
-        "r", jt.REGRESS_METHOD, {"inputs": jt.TensorSpec("inputs", "DT_STRING", None)},
-        {"outputs": jt.TensorSpec("outputs", "DT_FLOAT", (-1, 1))})
-    assert jt.check_example_signature(regress, "regress") == "inputs"
-    with pytest.raises(ServingError, match="method_name to be tensorflow/serving/classify"):
-        jt.check_example_signature(regress, "classify")
+    # classifier.cc / regressor.cc: Get*SignatureDef, then PreProcess*; the method_name is
+    # checked only with --enable_signature_method_name_check (off by default).
+    inputs = {"inputs": jt.TensorSpec("inputs", "DT_STRING", None)}
+    regress = jt.SignatureSpec("r", classification.REGRESS_METHOD, inputs,
+                               {"outputs": jt.TensorSpec("outputs", "DT_FLOAT", (-1, 1))})
+    as_predict = jt.SignatureSpec("p", jt.PREDICT_METHOD, inputs, regress.outputs)
+    sigs = {"serving_default": ADDER, "r": regress, "p": as_predict}
+    check = classification.example_signature
+    assert check(sigs, "r", classification.REGRESS_METHOD) == ("inputs", ("outputs",))
+    assert check(sigs, "p", classification.REGRESS_METHOD) == ("inputs", ("outputs",))
+    with pytest.raises(ServingError, match="No signature was found with the name: nope"):
+        check(sigs, "nope", classification.CLASSIFY_METHOD)
+    with pytest.raises(ServingError, match="No classification inputs found in SignatureDef"):
+        check(sigs, "serving_default", classification.CLASSIFY_METHOD)
+    with pytest.raises(ServingError, match='at least one of "classes" or "scores"'):
+        check(sigs, "r", classification.CLASSIFY_METHOD)
 
 
 # ---------------------------------------------------------------- client helpers

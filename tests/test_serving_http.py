@@ -199,13 +199,21 @@ def test_classify_and_regress(http):
         "predictions": [2.5, 3.0]}
 
 
+# REST classify/regress run as gRPC's (classifier.cc, regressor.cc): Get*SignatureDef, then
+# PreProcess* checks the signature's inputs and outputs; its method_name only with
+# --enable_signature_method_name_check, which is off by default.
 @pytest.mark.parametrize("model,verb,payload,fragment", [
     ("sum_two", "classify", {"examples": [{"x": 1.0}]},
-     "Expected classification signature method_name to be tensorflow/serving/classify"),
+     "No classification inputs found in SignatureDef: serving_default"),
+    ("half_plus_two", "regress", {"examples": [{"x": 1.0}]},
+     "No regression inputs found in SignatureDef: serving_default"),
     ("half_plus_two", "regress", {"signature_name": "classify_x_to_y", "examples": [{"x": 1.0}]},
-     "Expected regression signature method_name"),
+     "Expected one output Tensor."),
+    ("half_plus_two", "classify", {"signature_name": "regress_x_to_y", "examples": [{"x": 1.0}]},
+     'Expected classification signature outputs to contain at least one of "classes" or '
+     '"scores". Signature was: regress_x_to_y'),
     ("half_plus_two", "classify", {"signature_name": "nope", "examples": [{"x": 1.0}]},
-     'Serving signature name: "nope" not found in signature def'),
+     "No signature was found with the name: nope"),
     ("half_plus_two", "classify", {"signature_name": "classify_x_to_y", "examples": []},
      "'examples' value is an empty array"),
     ("half_plus_two", "classify", {"signature_name": "classify_x_to_y", "examples": [{"y": 1}]},

@@ -142,8 +142,17 @@ def test_classify_regress_and_multi_inference_records_replay(tmp_path):
     for key, method in (("classify_x_to_y", "tensorflow/serving/classify"),
                         ("regress_x_to_y2", "tensorflow/serving/regress")):
         task = request.tasks.add(method_name=method)
-        task.model_spec.signature_name = key
+        task.model_spec.name, task.model_spec.signature_name = "half_plus_two", key
     assert isinstance(request.tasks[0], inference_pb2.InferenceTask)
+    # saved_model_warmup.cc replays it through RunMultiInference, whose task checks
+    # (multi_inference.cc) refuse a task without a model name.
+    unnamed = prediction_log_pb2.PredictionLog()
+    unnamed.CopyFrom(multi)
+    unnamed.multi_inference_log.request.tasks[1].model_spec.name = ""
+    with pytest.raises(ServingError, match="Found ModelSpec with an empty model name"):
+        warmup.replay([unnamed], lambda key, arrays: {}, signatures)
+    # A record with no log is skipped (RunWarmupRequest's default case).
+    assert warmup.replay([prediction_log_pb2.PredictionLog()], lambda k, a: {}, signatures) == {}
 
     bundle = load_bundle(path)
     calls = []

@@ -1,4 +1,4 @@
-"""Classify and Regress as TF Serving runs them (used by ``serving/grpc_api.py``).
+"""Classify and Regress as TF Serving runs them, for REST, gRPC and warmup alike.
 
 TF Serving answers ``:classify`` / ``:regress`` (REST) and ``Classify`` /
 ``Regress`` / ``MultiInference`` (gRPC) with the same code
@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from tfserving.status import echo, invalid_argument
+from tfserving.json_tensor import DEFAULT_SIGNATURE
+from tfserving.status import ServingError, echo, invalid_argument
 
 CLASSIFY_INPUTS = "inputs"
 CLASSIFY_OUTPUT_CLASSES = "classes"
@@ -38,6 +39,60 @@ REGRESS_INPUTS = "inputs"
 REGRESS_OUTPUTS = "outputs"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
+
+
+METHODS = (CLASSIFY_METHOD, REGRESS_METHOD)
+
+
+def example_signature(signatures: Mapping[str, Any], key: str,
+                      method: str) -> tuple[str, tuple[str, ...]]:
+    """(input alias, output aliases to fetch) of signature ``key`` for ``method``.
+
+    ``signatures`` maps keys to specs with ``inputs`` and ``outputs`` mappings;
+    ``method`` is :data:`CLASSIFY_METHOD` or :data:`REGRESS_METHOD`. An unknown
+    key is INVALID_ARGUMENT "No signature was found with the name"
+    (``GetClassificationSignatureDef`` / ``GetRegressionSignatureDef``), then
+    :func:`classify_signature` / :func:`regress_signature` check it.
+    """
+    sig = signatures.get(key)
+    if sig is None:
+        raise invalid_argument(f"No signature was found with the name: {echo(key)}")
+    check = classify_signature if method == CLASSIFY_METHOD else regress_signature
+    return check(key, list(sig.inputs), list(sig.outputs))
+
+
+def multi_inference_plan(signatures: Mapping[str, Any],
+                         tasks: Sequence[tuple[str, str, str]]
+                         ) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """(signature key, method, input alias, outputs to fetch) of each MultiInference task.
+
+    ``tasks``: (model name, signature name, method name) of each task, checked as
+    ``TensorFlowMultiInferenceRunner::Infer`` does (``multi_inference.cc``): one model
+    name, each signature once, known signatures, classify/regress methods only.
+    """
+    plan = []
+    model = ""
+    seen: set[str] = set()
+    for name, signature_name, method in tasks:
+        if not name:
+            raise invalid_argument("Found ModelSpec with an empty model name.")
+        if model and name != model:
+            raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must access the "
+                                   "same model name.")
+        model = name
+        key = signature_name or DEFAULT_SIGNATURE
+        if key in seen:
+            raise invalid_argument(f"Duplicate evaluation of signature: {echo(key)}")
+        seen.add(key)
+        sig = signatures.get(key)
+        if sig is None:
+            raise invalid_argument(f"Requested signature not found in model graph: {echo(key)}")
+        if method not in METHODS:
+            raise ServingError("UNIMPLEMENTED",
+                               f"Unsupported signature method_name: {echo(method)}")
+        check = classify_signature if method == CLASSIFY_METHOD else regress_signature
+        plan.append((key, method, *check(key, list(sig.inputs), list(sig.outputs))))
+    return plan
 
 
 def classify_signature(key: str, inputs: Sequence[str],

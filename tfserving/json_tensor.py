@@ -33,7 +33,11 @@ a response is written with the same text:
   use rapidjson's wording ("JSON Parse error: Invalid value. at offset: 0").
   Nothing here recurses on the request's nesting.
 - ``:classify`` / ``:regress`` take ``examples`` (+ optional ``context``) as
-  JSON objects turned into ``tf.Example`` protos.
+  JSON objects turned into ``tf.Example`` protos (:func:`decode_examples`), and
+  answer ``{"results": ...}`` (:func:`classify_json`, :func:`regress_json`).
+  Which signatures classify or regress, and the checks of their outputs, are
+  :mod:`tfserving.classification`'s: TF Serving runs REST and gRPC requests
+  through the same code (``classifier.cc``, ``regressor.cc``).
 
 Deliberate differences (each a request TF Serving mishandles): the body must
 be UTF-8 (TF Serving copies invalid bytes into strings and echoes them in
@@ -66,9 +70,7 @@ from tfserving.status import MAX_ECHO, ServingError, invalid_argument
 ROW = "row"
 COLUMNAR = "columnar"
 
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
+PREDICT_METHOD = "tensorflow/serving/predict"  # classify/regress: tfserving.classification
 DEFAULT_SIGNATURE = "serving_default"
 
 # numpy (1.x) arrays have at most 32 dimensions; deeper JSON nesting is refused.
@@ -1245,84 +1247,34 @@ def _feature_value(name: str, item: Any, kind: str) -> Any:
     return int(item)
 
 
-def check_example_signature(sig: SignatureSpec, method: str) -> str:
-    """Checks that ``sig`` is a classify/regress signature; returns its input alias."""
-    expected = CLASSIFY_METHOD if method == "classify" else REGRESS_METHOD
-    kind = "classification" if method == "classify" else "regression"
-    if sig.method_name != expected:
-        raise invalid_argument(
-            f"Expected {kind} signature method_name to be {expected}. Was: {sig.method_name}")
-    if len(sig.inputs) != 1:
-        raise invalid_argument("Expected one input Tensor.")
-    if "inputs" not in sig.inputs:
-        raise invalid_argument(f"No {kind} inputs found in SignatureDef: {sig.key}")
-    if sig.inputs["inputs"].dtype != "DT_STRING":
-        raise invalid_argument(f"The {kind} input must be a DT_STRING tensor of tf.Examples")
-    if method == "classify" and not ({"classes", "scores"} & set(sig.outputs)):
-        raise invalid_argument(
-            "Expected classification signature outputs to contain at least one of classes or "
-            "scores.")
-    if method == "regress" and "outputs" not in sig.outputs:
-        raise invalid_argument(f"No regression outputs found in SignatureDef: {sig.key}")
-    return "inputs"
+def classify_json(classes: np.ndarray | None, scores: np.ndarray | None,
+                  num_examples: int) -> bytes:
+    """``{"results": [[[label, score], ...], ...]}``: TF Serving's
+    MakeJsonFromClassificationResult over the result of ``num_examples`` examples.
 
-
-def encode_classify(outputs: Mapping[str, np.ndarray], batch: int) -> bytes:
-    """``{"results": [[[label, score], ...], ...]}`` from classes/scores outputs."""
-    classes = outputs.get("classes")
-    scores = outputs.get("scores")
-    num_classes = None
-    if classes is not None:
-        classes = np.asarray(classes)
-        if classes.dtype != object:
-            raise invalid_argument(f"Expected classes Tensor of DT_STRING. Got: {classes.dtype}")
-        _check_classify_shape(classes, batch)
-        num_classes = classes.shape[1]
-    if scores is not None:
-        scores = np.asarray(scores)
-        if scores.dtype != np.float32:
-            raise invalid_argument(f"Expected scores Tensor of DT_FLOAT. Got: {scores.dtype}")
-        _check_classify_shape(scores, batch)
-        if num_classes is not None and scores.shape[1] != num_classes:
-            raise invalid_argument("Tensors class and score should match in dim[1]")
-        num_classes = scores.shape[1]
-    if batch == 0:
+    ``classes`` / ``scores`` are ``[num_examples, num_classes]`` arrays as
+    :func:`tfserving.classification.classification_arrays` checked them (either may
+    be None: its labels are ``""``, its scores ``0.0``, the proto's defaults).
+    """
+    if num_examples == 0:
         raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
-    num_classes = num_classes or 0
-    score_texts = (float_texts(scores) if scores is not None
-                   else ["0.0"] * (batch * num_classes))
-    rows = []
-    for i in range(batch):
-        pairs = []
-        for c in range(num_classes):
-            label = b"" if classes is None else _as_bytes(classes[i, c])
-            pairs.append(b"[" + orjson.dumps(label.decode("utf-8", "replace")) + b","
-                         + score_texts[i * num_classes + c].encode() + b"]")
-        rows.append(b"[" + b",".join(pairs) + b"]")
+    source = classes if classes is not None else scores
+    num_classes = 0 if source is None else source.shape[1]
+    count = num_examples * num_classes
+    labels = ([orjson.dumps(_as_bytes(c).decode("utf-8", "replace")) for c in classes.ravel()]
+              if classes is not None else [b'""'] * count)
+    score_texts = ([t.encode() for t in float_texts(scores.astype(np.float32, copy=False))]
+                   if scores is not None else [b"0.0"] * count)
+    rows = [b"[" + b",".join(b"[" + labels[j] + b"," + score_texts[j] + b"]"
+                             for j in range(i * num_classes, (i + 1) * num_classes)) + b"]"
+            for i in range(num_examples)]
     return b'{"results":[' + b",".join(rows) + b"]}"
 
 
-def _check_classify_shape(arr: np.ndarray, batch: int) -> None:
-    if arr.ndim != 2:
-        raise invalid_argument(
-            f"Expected Tensor shape: [batch_size num_classes] but got {list(arr.shape)}")
-    if arr.shape[0] != batch:
-        raise invalid_argument(
-            f"Input batch size did not match output batch size: {batch} vs. {arr.shape[0]}")
-
-
-def encode_regress(outputs: Mapping[str, np.ndarray], batch: int) -> bytes:
-    """``{"results": [value, ...]}`` from the ``outputs`` output."""
-    values = np.asarray(outputs["outputs"])
-    if values.dtype != np.float32:
-        raise invalid_argument(f"Expected output Tensor of DT_FLOAT. Got: {values.dtype}")
-    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
-        raise invalid_argument(
-            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-            f"{list(values.shape)}")
-    if values.shape[0] != batch:
-        raise invalid_argument(
-            f"Input batch size did not match output batch size: {batch} vs. {values.shape[0]}")
-    if batch == 0:
+def regress_json(values: np.ndarray) -> bytes:
+    """``{"results": [value, ...]}``: TF Serving's MakeJsonFromRegressionResult over one
+    value per example (as :func:`tfserving.classification.regression_values` gives)."""
+    if values.size == 0:
         raise invalid_argument("Cannot convert empty RegressionResults to JSON")
-    return ('{"results":[' + ",".join(float_texts(values)) + "]}").encode("ascii")
+    texts = float_texts(np.asarray(values, dtype=np.float32).ravel())
+    return ('{"results":[' + ",".join(texts) + "]}").encode("ascii")

@@ -53,9 +53,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from tfserving import json_tensor
+from tfserving import classification, json_tensor
 from tfserving.json_tensor import SignatureSpec, TensorSpec
-from tfserving.status import CODE_NAMES
+from tfserving.status import CODE_NAMES, ServingError
 
 OPENAPI_VERSION = "3.1.0"
 JSON_SCHEMA_DIALECT = "https://spec.openapis.org/oas/3.1/dialect/base"
@@ -81,7 +81,8 @@ _FEEDABLE = frozenset(_FLOATS) | frozenset(_REQUEST_INT_RANGE) | {"DT_BOOL", "DT
 # Standard alphabet, padding optional (absl::Base64Unescape, as json_tensor.cc decodes it).
 B64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==?)?|[A-Za-z0-9+/]{3}=?)?$"
 _STATES = ["UNKNOWN", "START", "LOADING", "AVAILABLE", "UNLOADING", "END"]
-_METHOD_ACTIONS = {json_tensor.CLASSIFY_METHOD: "classify", json_tensor.REGRESS_METHOD: "regress"}
+_METHOD_ACTIONS = {classification.CLASSIFY_METHOD: "classify",
+                   classification.REGRESS_METHOD: "regress"}
 _MAX_GENERATED_ELEMENTS = 64
 # TF2's signature for the SavedModel's init op: listed by GetModelMetadata, never callable.
 INIT_OP_KEY = "__saved_model_init_op"
@@ -386,6 +387,18 @@ def _example_request(components: dict[str, Any], sig: SignatureSpec,
     return schema
 
 
+def examples_signature(signatures: Mapping[str, SignatureSpec], key: str, method: str) -> bool:
+    """Whether signature ``key`` answers ``:classify`` / ``:regress`` (``method``): TF Serving's
+    checks (:func:`tfserving.classification.example_signature`; not the method_name), and
+    a DT_STRING input, which the serialized tf.Examples are fed to (Session::Run refuses
+    any other dtype)."""
+    try:
+        alias, _ = classification.example_signature(signatures, key, method)
+    except ServingError:
+        return False
+    return signatures[key].inputs[alias].dtype == "DT_STRING"
+
+
 def _metadata_schema(model: str, version: int,
                      signatures: Mapping[str, SignatureSpec]) -> dict[str, Any]:
     sig_defs = {}
@@ -616,7 +629,8 @@ def version_document(model: str, version: int, signatures: Mapping[str, Signatur
                                   "content": _json_body(_ref(f"{prefix}.PredictResponse"))},
                           **_error_responses()}}}
     for method, action in _METHOD_ACTIONS.items():
-        sigs = {k: s for k, s in sorted(signatures.items()) if s.method_name == method}
+        sigs = {k: s for k, s in sorted(signatures.items())
+                if examples_signature(signatures, k, method)}
         if not sigs:
             continue
         name = f"{prefix}.{action.capitalize()}Request"

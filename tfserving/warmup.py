@@ -47,8 +47,9 @@ def logs_from_rest(model_name: str, signatures: Mapping[str, json_tensor.Signatu
     """PredictionLogs for REST request bodies, decoded by TF Serving's JSON rules.
 
     ``:predict`` bodies (``instances``/``inputs``) become PredictLogs; bodies
-    with ``examples`` become ClassifyLogs or RegressLogs, by the signature's
-    method. Raises ServingError for a body the server would reject.
+    with ``examples`` become ClassifyLogs or RegressLogs, for the method the
+    signature can run (:func:`_examples_method`). Raises ServingError for a body
+    the server would reject.
     """
     from tensorflow_serving.apis import (
         classification_pb2,
@@ -61,24 +62,20 @@ def logs_from_rest(model_name: str, signatures: Mapping[str, json_tensor.Signatu
     for body in bodies:
         doc = json_tensor.parse_json(json_tensor.dumps(body))
         key = json_tensor.signature_name(doc) or json_tensor.DEFAULT_SIGNATURE
-        sig = signatures.get(key)
-        if sig is None:
-            raise ServingError("INVALID_ARGUMENT", f'Serving signature name: "{key}" not found '
-                                                   "in signature def")
         if "examples" in doc:
-            method = "classify" if sig.method_name == classification.CLASSIFY_METHOD else "regress"
-            examples = json_tensor.decode_examples(doc, method)
-            request = (classification_pb2.ClassificationRequest() if method == "classify"
+            classify = _examples_method(signatures, key) == classification.CLASSIFY_METHOD
+            examples = json_tensor.decode_examples(doc, "classify" if classify else "regress")
+            request = (classification_pb2.ClassificationRequest() if classify
                        else regression_pb2.RegressionRequest())
             request.model_spec.name, request.model_spec.signature_name = model_name, key
             for serialized in examples:
                 request.input.example_list.examples.add().ParseFromString(serialized)
             log = (prediction_log_pb2.PredictionLog(
                 classify_log=prediction_log_pb2.ClassifyLog(request=request))
-                if method == "classify" else prediction_log_pb2.PredictionLog(
+                if classify else prediction_log_pb2.PredictionLog(
                     regress_log=prediction_log_pb2.RegressLog(request=request)))
         else:
-            _, arrays = json_tensor.decode_predict(doc, sig)
+            _, arrays = json_tensor.decode_predict(doc, _signature(signatures, key))
             request = predict_pb2.PredictRequest()
             request.model_spec.name, request.model_spec.signature_name = model_name, key
             for alias, array in arrays.items():
@@ -87,6 +84,24 @@ def logs_from_rest(model_name: str, signatures: Mapping[str, json_tensor.Signatu
                 predict_log=prediction_log_pb2.PredictLog(request=request))
         logs.append(log)
     return logs
+
+
+def _examples_method(signatures: Mapping[str, json_tensor.SignatureSpec], key: str) -> str:
+    """The method (classify or regress) a body with ``examples`` is for: the one signature
+    ``key`` passes TF Serving's checks for (its method_name is not one of them, but is
+    tried first); the first method's error when it passes neither."""
+    sig = signatures.get(key)
+    first = (classification.REGRESS_METHOD
+             if sig is not None and sig.method_name == classification.REGRESS_METHOD
+             else classification.CLASSIFY_METHOD)
+    errors = []
+    for method in (first, *(m for m in classification.METHODS if m != first)):
+        try:
+            classification.example_signature(signatures, key, method)
+            return method
+        except ServingError as err:
+            errors.append(err)
+    raise errors[0]
 
 
 def write(export_dir: str, logs: Iterable[Any]) -> str:
@@ -155,28 +170,29 @@ def _calls(log: Any, signatures: Mapping[str, json_tensor.SignatureSpec]
            ) -> list[tuple[str, dict[str, np.ndarray]]]:
     """(signature key, input arrays) of the call(s) one warmup record stands for."""
     kind = log.WhichOneof("log_type")
+    if kind is None:  # no request: RunWarmupRequest's default case runs nothing
+        return []
     if kind == "predict_log":
         request = log.predict_log.request
         sig = _signature(signatures, request.model_spec.signature_name)
         return [(sig.key, tensor_proto.request_arrays(request.inputs))]
+    # saved_model_warmup.cc runs these through RunClassify, RunRegress, RunMultiInference.
     if kind in ("classify_log", "regress_log"):
         request = getattr(log, kind).request
-        tasks = [(request.model_spec.signature_name, kind == "classify_log")]
+        method = (classification.CLASSIFY_METHOD if kind == "classify_log"
+                  else classification.REGRESS_METHOD)
+        key = request.model_spec.signature_name or json_tensor.DEFAULT_SIGNATURE
+        alias, _ = classification.example_signature(signatures, key, method)
+        plan = [(key, alias)]
     elif kind == "multi_inference_log":
         request = log.multi_inference_log.request
-        tasks = [(task.model_spec.signature_name,
-                  task.method_name == classification.CLASSIFY_METHOD) for task in request.tasks]
+        plan = [(key, alias) for key, _, alias, _ in classification.multi_inference_plan(
+            signatures, [(t.model_spec.name, t.model_spec.signature_name, t.method_name)
+                         for t in request.tasks])]
     else:
         raise ServingError("UNIMPLEMENTED", f"Unsupported log_type for warmup: {kind}")
     examples = classification.serialized_examples(request.input)
-    calls = []
-    for name, classify in tasks:
-        sig = _signature(signatures, name)
-        check = classification.classify_signature if classify else \
-            classification.regress_signature
-        alias, _ = check(sig.key, list(sig.inputs), list(sig.outputs))
-        calls.append((sig.key, {alias: examples}))
-    return calls
+    return [(key, {alias: examples}) for key, alias in plan]
 
 
 def _signature(signatures: Mapping[str, json_tensor.SignatureSpec],

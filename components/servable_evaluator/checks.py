@@ -47,15 +47,14 @@ import numpy as np
 import tensorflow as tf
 
 from components.specs import Checks, EvaluationSpec, Example, Expectation
-from tfserving import json_tensor, saved_model, warmup
+from tfserving import classification, json_tensor, saved_model, warmup
 from tfserving.bundle import INIT_OP_SIGNATURE_KEY, SavedModelBundle, load_bundle
 from tfserving.json_tensor import encode_b64
 from tfserving.status import ServingError, invalid_argument, tf_error_message
 
 __all__ = ["evaluate", "compare_bodies", "ACCEPTED_METHOD_NAMES"]
 
-ACCEPTED_METHOD_NAMES = (json_tensor.PREDICT_METHOD, json_tensor.CLASSIFY_METHOD,
-                         json_tensor.REGRESS_METHOD)
+ACCEPTED_METHOD_NAMES = (json_tensor.PREDICT_METHOD, *classification.METHODS)
 DEFAULT_SIGNATURE = json_tensor.DEFAULT_SIGNATURE
 GENERATED = "generated"
 ROW_TRIAL_SIZES = (1, 2)
