@@ -66,7 +66,8 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
-from serving import pages
+from serving import containment, events, pages
+from serving.limits import HeavyGate, Limits, MemoryReleaser, as_resource_exhausted
 from serving.metrics import Metrics
 from serving.registry import ModelRegistry
 from serving.servable import Servable
@@ -147,20 +148,30 @@ def parse_path(http_method: str, path: str) -> _Request:
 class RestApi:
     """The ASGI application behind :func:`create_app`."""
 
-    def __init__(self, registry: ModelRegistry, *, max_body_bytes: int, workers: int):
+    def __init__(self, registry: ModelRegistry, *, max_body_bytes: int, workers: int,
+                 limits: Limits | None = None):
         self.registry = registry
         self.metrics = Metrics()
         self.max_body_bytes = max_body_bytes
         self.workers = workers
         self.limiter: anyio.CapacityLimiter | None = None
+        # Bounded work per request (serving/limits.py).
+        self.limits = limits or Limits()
+        self.heavy = HeavyGate(self.limits.heavy_slots())
+        self.memory = MemoryReleaser()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answers one HTTP request."""
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
-        response = await self._respond(request)
+        heavy = self.limits.is_heavy(request.method, request.headers.get("content-length"))
+        async with self.heavy.hold(heavy):  # before the body is read
+            response = await self._respond(request)
         await response(scope, receive, send)
+        if heavy or response.status_code in (413, 429) or \
+                len(getattr(response, "body", b"")) > self.limits.heavy_body_bytes:
+            self.memory.request()  # hand what it used back to the OS
 
     async def _respond(self, request: Request) -> Response:
         raw = request.scope.get("raw_path")
@@ -174,7 +185,8 @@ class RestApi:
             self.metrics.observe("", "", "other", "RESOURCE_EXHAUSTED", 0.0)
             return _error_response(err)
         if path == METRICS_PATH and method == "GET":
-            return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+            return Response(self.metrics.render() + events.render(),
+                            media_type="text/plain; version=0.0.4")
         page = pages.respond(self.registry, method, path)  # the page, openapi.json, reports
         if page is not None:
             return page
@@ -194,9 +206,12 @@ class RestApi:
         except ServingError as err:
             response, code = _error_response(err), err.code
         except Exception as err:  # noqa: BLE001 - a bug must not take the server down
-            log.exception("internal error on %s %s", method, echo(path))
-            response = _error_response(ServingError("INTERNAL", f"Internal error: {err}"))
-            code = "INTERNAL"
+            error = as_resource_exhausted(err)  # an allocation failed: 429, not a crash
+            if error is None:
+                log.exception("internal error on %s %s", method, echo(path))
+                error = ServingError("INTERNAL", containment.public_message(
+                    f"Internal error: {err}", self.registry.root))
+            response, code = _error_response(error), error.code
         self.metrics.observe(context["model"], context["version"], api, code,
                              time.perf_counter() - started)
         return response
@@ -261,19 +276,35 @@ class RestApi:
         context["model"], context["version"] = servable.name, str(servable.version)
         return servable
 
+    def _call(self, servable: Any, key: str, tensors: dict[str, Any],
+              row_format: bool = False) -> dict[str, Any]:
+        """``servable.run`` within the input and response limits (serving/limits.py)."""
+        self.limits.check_inputs(tensors)
+        try:
+            outputs = servable.run(key, tensors)
+        except ServingError as err:  # TensorFlow's errors name files: no server paths
+            raise containment.public_error(err, self.registry.root) from None
+        error = self.limits.response_error(outputs, row_format)
+        if error is not None:
+            del outputs  # not kept alive by the error's traceback
+            raise error
+        return outputs
+
     def _predict(self, parsed: _Request, body: bytes, context: dict[str, Any],
                  servable: Any = None) -> bytes:
+        self.limits.check_body(body)
         doc = json_tensor.parse_json(body)
         signature_name = json_tensor.signature_name(doc)
         servable = self._resolve(parsed, context, servable)
         sig = servable.signature(signature_name)
         fmt, tensors = json_tensor.decode_predict(doc, sig)
-        outputs = servable.run(sig.key, tensors)
+        outputs = self._call(servable, sig.key, tensors, fmt == json_tensor.ROW)
         return json_tensor.encode_predict(outputs, fmt)
 
     def _classify_or_regress(self, parsed: _Request, body: bytes, context: dict[str, Any],
                              servable: Any = None) -> bytes:
         method = parsed.action
+        self.limits.check_body(body)
         doc = json_tensor.parse_json(body)
         signature_name = json_tensor.signature_name(doc)
         examples = json_tensor.decode_examples(doc, method)
@@ -282,7 +313,7 @@ class RestApi:
         alias = json_tensor.check_example_signature(sig, method)
         serialized = np.empty(len(examples), dtype=object)
         serialized[:] = examples
-        outputs = servable.run(sig.key, {alias: serialized})
+        outputs = self._call(servable, sig.key, {alias: serialized})
         if method == "classify":
             return json_tensor.encode_classify(outputs, len(examples))
         return json_tensor.encode_regress(outputs, len(examples))
@@ -291,8 +322,14 @@ class RestApi:
 def create_app(serving_root: str, *, poll_interval: float = 0.5,
                max_body_bytes: int = defaults.MAX_BODY_BYTES,
                workers: int | None = None,
-               intra_op_threads: int = 0, inter_op_threads: int = 0) -> Starlette:
+               intra_op_threads: int = 0, inter_op_threads: int = 0,
+               limits: Limits | None = None,
+               allow_symlinks_outside_root: bool = False) -> Starlette:
     """The ASGI app serving ``serving_root``; models load during startup (lifespan).
+
+    ``limits``: bounded work per request (:class:`serving.limits.Limits`; default: its
+    defaults). ``allow_symlinks_outside_root``: load versions with entries that resolve
+    outside the root (refused by default, :mod:`serving.containment`).
 
     ``workers`` bounds the threads running TensorFlow (default: CPUs + 4, at
     most 32).
@@ -301,9 +338,10 @@ def create_app(serving_root: str, *, poll_interval: float = 0.5,
     """
     loader = functools.partial(Servable, intra_op_threads=intra_op_threads,
                                inter_op_threads=inter_op_threads)
-    registry = ModelRegistry(serving_root, poll_interval=poll_interval, loader=loader)
+    registry = ModelRegistry(serving_root, poll_interval=poll_interval, loader=loader,
+                             allow_outside_root=allow_symlinks_outside_root)
     api = RestApi(registry, max_body_bytes=max_body_bytes,
-                  workers=workers or min(32, (os.cpu_count() or 1) + 4))
+                  workers=workers or min(32, (os.cpu_count() or 1) + 4), limits=limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -16,6 +16,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+from serving import limits as request_limits
 from tfserving import defaults
 
 log = logging.getLogger("serving")
@@ -105,7 +106,8 @@ def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
           max_body_bytes: int = defaults.MAX_BODY_BYTES,
           workers: int | None = None, intra_op_threads: int | None = None,
           inter_op_threads: int = 0, access_log: bool = False, log_level: str = "info",
-          grpc_port: int = defaults.GRPC_PORT) -> None:
+          grpc_port: int = defaults.GRPC_PORT, limits: Any = None,
+          allow_symlinks_outside_root: bool = False) -> None:
     """Runs the server until interrupted (binds loopback unless ``host`` says otherwise).
 
     ``intra_op_threads``: threads TensorFlow may use inside one op (0: TensorFlow's
@@ -117,8 +119,11 @@ def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
     whichever session or eager context comes first; setting both keeps them equal).
     ``grpc_port``: where the gRPC API listens on ``host`` (0: no gRPC).
     """
+    # Before anything imports TensorFlow: its allocator reads the limit once.
+    cap = request_limits.limit_tensorflow_memory(limits or request_limits.Limits())
     import uvicorn
 
+    from serving import connections
     from serving.http import create_app
 
     if not logging.getLogger().handlers:
@@ -128,6 +133,9 @@ def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
     if not _is_loopback(host):
         log.warning("listening on %s: the server has no authentication and is reachable "
                     "from other machines", host)
+    if cap:
+        log.info("TensorFlow tensor memory: at most %.1f GiB (--tensorflow-memory-limit)",
+                 cap / (1 << 30))
     if intra_op_threads is None:
         intra_op_threads = default_intra_op_threads()
     threads = set_intra_op_threads(intra_op_threads)
@@ -140,13 +148,15 @@ def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
              inter_threads or "TensorFlow's default")
     app = create_app(serving_root, poll_interval=poll_interval, max_body_bytes=max_body_bytes,
                      workers=workers, intra_op_threads=threads,
-                     inter_op_threads=inter_threads)
+                     inter_op_threads=inter_threads, limits=limits,
+                     allow_symlinks_outside_root=allow_symlinks_outside_root)
     if grpc_port:
         add_grpc(app, host, grpc_port)
     else:
         log.info("gRPC: off (--grpc-port 0)")
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                lifespan="on", proxy_headers=False, server_header=False, **speedups)
+                lifespan="on", proxy_headers=False, server_header=False,
+                **{**speedups, **connections.uvicorn_options(limits or request_limits.Limits())})
 
 
 def add_grpc(app: Any, host: str, port: int) -> None:
@@ -208,6 +218,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, serving_dir: bool = True) 
                         help="ops of one call TensorFlow may run at once, TF Serving's "
                              "--tensorflow_inter_op_parallelism (default: %(default)s, "
                              "TensorFlow's default, as TF Serving)")
+    parser.add_argument("--allow-symlinks-outside-root", action="store_true",
+                        help="load versions whose files (at any depth) resolve outside the "
+                             "serving root through symlinks; refused by default")
+    request_limits.add_arguments(parser)
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info", "debug"])
@@ -236,5 +250,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
           max_body_bytes=args.max_body_bytes, workers=args.workers,
           intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads,
           access_log=args.access_log,
-          log_level=args.log_level, grpc_port=args.grpc_port)
+          log_level=args.log_level, grpc_port=args.grpc_port,
+          limits=request_limits.from_args(parser, args),
+          allow_symlinks_outside_root=args.allow_symlinks_outside_root)
     return 0

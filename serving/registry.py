@@ -8,6 +8,17 @@ unloading a version never breaks a request already running on it. A version
 that fails to load is reported in the model status (state ``END`` with its
 error) and is skipped by the version policy, so the previous version keeps
 serving; it is retried when its files change.
+
+Robustness, as TF Serving's manager and file-system source:
+
+- a failed listing (``EMFILE``, ``EIO``, a missing model directory) is not "no
+  versions": the model keeps what it serves, the error is logged once and counted
+  (``:tfx_servables:serving_root_scan_errors``);
+- rollouts preserve availability (``AvailabilityPreservingPolicy``): a served version
+  that is no longer wanted stays served until a wanted one is AVAILABLE, even if its
+  directory is already gone;
+- a version with an entry resolving outside the root is refused
+  (:mod:`serving.containment`), and status messages carry no server paths.
 """
 
 from __future__ import annotations
@@ -22,8 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import serving.source as disk
+from serving import containment, events
 from serving.servable import Servable
-from serving.source import discover_models, files_stamp, list_versions, read_config
+from serving.source import discover_models, files_stamp, read_config, scan_versions
 from tfserving import model_config
 from tfserving.model_config import ConfigError, ModelConfig
 from tfserving.status import CODE_NAMES, ServingError, echo, invalid_argument, not_found
@@ -67,9 +79,12 @@ class ModelRegistry:
     """The models of a serving root, kept in sync with the disk by a polling thread."""
 
     def __init__(self, serving_root: str, *, poll_interval: float = 0.5, load_threads: int = 2,
-                 loader: Loader = Servable):
+                 loader: Loader = Servable, allow_outside_root: bool = False):
         # A local root resolved (realpath), a bucket URI as given (serving/source.py).
         self.root = disk.resolve_root(serving_root)
+        # --allow-symlinks-outside-root: versions may have entries resolving elsewhere.
+        self.allow_outside_root = allow_outside_root
+        self._scan_errors: dict[str, str] = {}  # what failed -> its error, logged once
         self.poll_interval = poll_interval
         self._loader = loader
         self._lock = threading.RLock()
@@ -140,12 +155,27 @@ class ModelRegistry:
             self._config_stamp = None  # read it again
         try:
             stamp = disk.config_stamp(self.root)
-        except OSError:
+        except FileNotFoundError:
             if self._configs is not None:
                 log.info("%s removed: serving every model directory", model_config.CONFIG_FILE)
             self._config_stamp = None
             self._configs = None
-            return discover_models(self.root)
+            try:
+                configs = discover_models(self.root)
+            except OSError as err:  # ScanError, or a bucket's listing error
+                if strict:
+                    raise
+                self._scan_failed("", err)
+                with self._lock:  # keep the models being served
+                    return [m.config for m in self._models.values()]
+            self._scan_ok("")
+            return configs
+        except OSError as err:
+            if strict:
+                raise
+            self._scan_failed("", err)
+            with self._lock:
+                return [m.config for m in self._models.values()]
         if stamp != self._config_stamp:
             try:
                 configs = read_config(self.root)
@@ -187,7 +217,14 @@ class ModelRegistry:
 
     def _poll(self, strict: bool) -> None:
         configs = self._current_configs(strict)
-        scans = {c.name: list_versions(self.root, c.name) for c in configs}
+        scans = {}
+        for config in configs:
+            try:
+                scans[config.name] = scan_versions(self.root, config.name)
+            except OSError as err:  # ScanError or a bucket's: keeps what it has, not "none"
+                self._scan_failed(config.name, err)
+            else:
+                self._scan_ok(config.name)
         with self._lock:
             failed = {name: dict(m.failed) for name, m in self._models.items() if m.failed}
         changed = {
@@ -207,7 +244,8 @@ class ModelRegistry:
                     log.info("model %s: watching %s", config.name,
                              os.path.join(self.root, config.name))
                 model.config = config
-                model.on_disk = scans[config.name]
+                if config.name in scans:
+                    model.on_disk = scans[config.name]
                 for version in list(model.failed):
                     if version not in model.on_disk or version in changed.get(config.name, ()):
                         del model.failed[version]
@@ -215,6 +253,18 @@ class ModelRegistry:
             collect, self._unloaded = self._unloaded, False
         if collect:
             gc.collect()
+
+    def _scan_failed(self, name: str, err: OSError) -> None:
+        events.count("serving_root_scan_errors", model_name=name)
+        message = str(err)
+        if self._scan_errors.get(name) != message:
+            self._scan_errors[name] = message
+            log.error("%s; keeping the versions being served until it works again", message)
+
+    def _scan_ok(self, name: str) -> None:
+        if self._scan_errors.pop(name, None) is not None:
+            log.info("listing %s works again", f"model directory {name}" if name else
+                     "the serving root")
 
     def _remove(self, name: str) -> None:
         model = self._models.pop(name)
@@ -231,9 +281,16 @@ class ModelRegistry:
         for version in sorted(desired - set(model.loaded) - model.loading):
             self._start_load(model, version)
         keep = set(model.loaded) & desired
-        if desired & model.loading:
-            # Availability first: old versions serve until the new ones are ready.
-            keep |= set(model.serving) & set(model.loaded) & set(model.on_disk)
+        # Availability first, as TF Serving's AvailabilityPreservingPolicy
+        # (availability_preserving_policy.cc): while versions are wanted (aspired, failed
+        # ones included) but none of them is AVAILABLE, the newest served version that is no
+        # longer wanted keeps serving, even when its directory is gone. Only when nothing
+        # is wanted any more (no versions on disk) does the model stop serving.
+        aspired = model.config.policy.select(set(model.on_disk)) | desired
+        if aspired and not keep:
+            previous = (set(model.serving) & set(model.loaded)) - desired
+            if previous:
+                keep.add(max(previous))
         for version in sorted(set(model.loaded) - keep):
             del model.loaded[version]
             model.status[version] = VersionStatus("END")
@@ -260,6 +317,8 @@ class ModelRegistry:
         stamp = files_stamp(path)
         servable, error = None, None
         try:
+            containment.check_version_tree(self.root, path, model=name, version=version,
+                                           allow_outside=self.allow_outside_root)
             servable = self._loader(name, version, path)
         except Exception as err:  # noqa: BLE001 - any failure is reported in the status
             error = err
@@ -277,7 +336,8 @@ class ModelRegistry:
                 else:
                     code, message = _describe_load_error(error, name, version)
                     model.failed[version] = stamp
-                    model.status[version] = VersionStatus("END", code, message)
+                    model.status[version] = VersionStatus(
+                        "END", code, containment.public_message(message, self.root))
                     log.error("model %s: version %d failed to load: %s", name, version, message)
                 self._reconcile(model)
             finally:

@@ -134,6 +134,18 @@ def _remote_files_stamp(path: str) -> tuple:
     return tuple(sorted(items))
 
 
+class ScanError(OSError):
+    """A listing of the serving root failed (``EMFILE``, ``EIO``, a missing directory, ...).
+
+    Not the same as "no versions": the caller keeps what it has, as TF Serving's
+    file-system source does when a poll fails (``file_system_storage_path_source.cc``).
+    """
+
+
+def _scan_error(what: str, err: OSError) -> ScanError:
+    return ScanError(err.errno, f"cannot list {what}: {err.strerror or err}")
+
+
 def _inside(root_real: str, path: str) -> bool:
     real = os.path.realpath(path)
     return real == root_real or real.startswith(root_real + os.sep)
@@ -158,23 +170,29 @@ def read_config(serving_root: str) -> list[ModelConfig] | None:
 
 
 def discover_models(serving_root: str) -> list[ModelConfig]:
-    """Without ``models.config``: every valid model directory, served with latest 1."""
+    """Without ``models.config``: every valid model directory, served with latest 1.
+
+    Raises :class:`ScanError` when the root cannot be listed.
+    """
     if filesystems.is_remote(serving_root):
         return _remote_models(serving_root)
     root = os.path.realpath(serving_root)
     configs = []
     try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except OSError:
-        return []
-    for entry in entries:
-        if valid_model_name(entry.name) and entry.is_dir() and _inside(root, entry.path):
-            configs.append(ModelConfig(entry.name))
+        for entry in sorted(os.scandir(root), key=lambda e: e.name):
+            if valid_model_name(entry.name) and entry.is_dir() and _inside(root, entry.path):
+                configs.append(ModelConfig(entry.name))
+    except OSError as err:
+        raise _scan_error("the serving root", err) from None
     return configs
 
 
-def list_versions(serving_root: str, model: str) -> dict[int, str]:
-    """``{version: directory}`` of a model's version directories inside the root."""
+def scan_versions(serving_root: str, model: str) -> dict[int, str]:
+    """``{version: directory}`` of a model's version directories inside the root.
+
+    Raises :class:`ScanError` when the model directory cannot be listed (missing
+    included, as TF Serving: "Could not find base path"); ``{}`` means it has no versions.
+    """
     if filesystems.is_remote(serving_root):
         return _remote_versions(serving_root, model)
     root = os.path.realpath(serving_root)
@@ -183,15 +201,14 @@ def list_versions(serving_root: str, model: str) -> dict[int, str]:
         return {}
     versions: dict[int, str] = {}
     try:
-        entries = list(os.scandir(model_dir))
-    except OSError:
-        return {}
-    for entry in sorted(entries, key=lambda e: e.name):
-        version = parse_version(entry.name)
-        if version is None or version in versions:
-            continue
-        if entry.is_dir() and _inside(root, entry.path):
-            versions[version] = entry.path
+        for entry in sorted(os.scandir(model_dir), key=lambda e: e.name):
+            version = parse_version(entry.name)
+            if version is None or version in versions:
+                continue
+            if entry.is_dir() and _inside(root, entry.path):
+                versions[version] = entry.path
+    except OSError as err:
+        raise _scan_error(f"model directory {model}", err) from None
     return versions
 
 

@@ -176,8 +176,10 @@ def test_publish_on_ram_versions_unchanged_and_retention_with_pins(ram_root, pro
                 'model_platform: "tensorflow" version_labels { key: "stable" value: 1 } } }')
     assert publish(export(3), serving, "sum_two", keep=1).version == 2
     third = publish(export(4), serving, "sum_two", keep=1)
-    assert third.version == 3 and third.removed_versions == (2,)
-    assert list_versions(f"{serving}/sum_two") == [1, 3]
+    assert third.version == 3 and third.removed_versions == ()  # 2 was serving: kept
+    fourth = publish(export(5), serving, "sum_two", keep=1, retention_grace=0)
+    assert fourth.version == 4 and fourth.removed_versions == (2,)
+    assert list_versions(f"{serving}/sum_two") == [1, 3, 4]
     assert not tf.io.gfile.exists(f"{serving}/sum_two/2")
 
 
@@ -394,21 +396,22 @@ def test_retention_and_pins_on_the_bucket(s3_server, s3_bucket, adder_exports):
         Bucket=s3_bucket, Key="serving/models.config",
         Body=b'model_config_list { config { name: "sum_two" base_path: "/models/sum_two" '
              b'model_platform: "tensorflow" version_labels { key: "stable" value: 1 } } }')
-    sources = [adder_exports[i] for i in (2, 3, 4, 4)]
+    sources = [adder_exports[i] for i in (2, 3, 4, 2, 2)]
     result = run_child(_PUBLISH_PRELUDE + textwrap.dedent(f"""
         serving = ensure_filesystem({serving!r})
         outcomes = []
         for source in {sources!r}:
-            r = publish(source, serving, "sum_two", keep=1)
+            r = publish(source, serving, "sum_two", keep=1, retention_grace=0)
             outcomes.append([r.version, r.reason, list(r.removed_versions)])
         result = {{"outcomes": outcomes, "versions": list_versions(serving + "/sum_two")}}
     """))
-    assert result["outcomes"] == [[1, "pushed", []], [2, "pushed", []], [3, "pushed", [2]],
-                                  [3, "unchanged", []]]
-    assert result["versions"] == [1, 3]
+    # Each push keeps the version that was serving before it (3 keeps 2, 4 keeps 3).
+    assert result["outcomes"] == [[1, "pushed", []], [2, "pushed", []], [3, "pushed", []],
+                                  [4, "pushed", [2]], [4, "unchanged", []]]
+    assert result["versions"] == [1, 3, 4]
     keys = s3_server.keys(s3_bucket, "serving/sum_two/")
-    assert {k.split("/")[2] for k in keys} == {"1", "3"}, keys
-    assert "serving/sum_two/3/saved_model.pb" in keys
+    assert {k.split("/")[2] for k in keys} == {"1", "3", "4"}, keys
+    assert "serving/sum_two/4/saved_model.pb" in keys
 
 
 @pytest.mark.slow

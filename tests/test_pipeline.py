@@ -210,8 +210,9 @@ def test_keep_flag_retains_newest_versions_and_pinned_ones(project, tmp_path):
         randomizer.write_text(source.replace("tf.random.uniform(shape=(N,))",
                                              f"tf.random.uniform(shape=(N,), maxval={maxval})"))
         assert _run(project, tmp_path, "--servables", "fun_runif", "--keep", "1") == 0
-    # Version 2 fell out of retention; version 1 is pinned by models.config.
-    assert list_versions(str(tmp_path / "serving" / "fun_runif")) == [1, 3]
+    # Version 1 is pinned by models.config; version 2 was replaced by version 3 less than
+    # the retention grace (RETENTION_GRACE_SECONDS) ago, so a later push deletes it.
+    assert list_versions(str(tmp_path / "serving" / "fun_runif")) == [1, 2, 3]
     entry = _models_config(tmp_path / "serving").model_config_list.config[0]
     assert entry.name == "fun_runif"
     assert list(entry.model_version_policy.specific.versions) == [1]

@@ -403,7 +403,8 @@ def test_serving_state_tracks_versions_and_config(models: list[str], root: Path)
 
 
 def test_retention_keeps_the_newest_versions(models: list[str], root: Path) -> None:
-    removed = [publish(m, str(root), "adder", keep=2).removed_versions for m in models]
+    removed = [publish(m, str(root), "adder", keep=2, retention_grace=0).removed_versions
+               for m in models]
     assert removed == [(), (), (1,), (2,)]
     assert list_versions(str(root / "adder")) == [3, 4]
     assert sorted(os.listdir(root / "adder")) == [".lock", "3", "4"]
@@ -412,16 +413,19 @@ def test_retention_keeps_the_newest_versions(models: list[str], root: Path) -> N
 
 def test_retention_never_removes_pinned_versions(models: list[str], root: Path) -> None:
     publish(models[0], str(root), "labelled", config=cfg("all", labels={"stable": 1}))
-    removed = [publish(m, str(root), "labelled", keep=1).removed_versions for m in models[1:]]
-    assert removed == [(), (2,), (3,)]
-    assert list_versions(str(root / "labelled")) == [1, 4]
+    removed = [publish(m, str(root), "labelled", keep=1, retention_grace=0).removed_versions
+               for m in models[1:]]
+    # The newest version before each push survives that push ('all' serves it).
+    assert removed == [(), (), (2,)]
+    assert list_versions(str(root / "labelled")) == [1, 3, 4]
 
     publish(models[0], str(root), "specific")
     publish(models[1], str(root), "specific", config=cfg("specific", versions=(1,)))
-    assert publish(models[2], str(root), "specific", keep=1).removed_versions == (2,)
+    assert publish(models[2], str(root), "specific", keep=1,
+                   retention_grace=0).removed_versions == (2,)
     assert list_versions(str(root / "specific")) == [1, 3]
     # Versions pinned by the `config` being published are protected as well.
-    result = publish(models[3], str(root), "specific", keep=1,
+    result = publish(models[3], str(root), "specific", keep=1, retention_grace=0,
                      config=cfg("latest", labels={"canary": 3}))
     assert (result.version, result.removed_versions) == (4, ())
     assert list_versions(str(root / "specific")) == [1, 3, 4]
@@ -437,8 +441,10 @@ def test_remote_root_uses_gfile(models: list[str], tmp_path: Path) -> None:
     assert publish(models[0], root, "adder").destination == f"{root}/adder/1"
     assert publish(models[0], root, "adder").reason == "unchanged"
     result = publish(models[1], root, "adder", keep=1, config_base_path="gs://bucket/serving")
-    assert (result.version, result.removed_versions) == (2, (1,))
-    assert list_versions(f"{root}/adder") == [2]
-    assert servable_fingerprint(result.destination) == servable_fingerprint(models[1])
+    assert (result.version, result.removed_versions) == (2, ())  # version 1 was serving
+    result = publish(models[2], root, "adder", keep=1, retention_grace=0)
+    assert (result.version, result.removed_versions) == (3, (1,))
+    assert list_versions(f"{root}/adder") == [2, 3]
+    assert servable_fingerprint(result.destination) == servable_fingerprint(models[2])
     config = model_config.read(root)
     assert [e.base_path for e in config.model_config_list.config] == ["gs://bucket/serving/adder"]

@@ -61,7 +61,7 @@ def test_versions_are_whole_int64_directory_names(tmp_path):
     for name in ("9223372036854775808", "-1", "1a", ".tmp-3", "+5", "3.0"):
         make_version(tmp_path, "m", name)
     (tmp_path / "m" / "42").write_text("a file, not a directory")
-    assert sorted(source.list_versions(str(tmp_path), "m")) == [1, 4, 7, 20, 2**63 - 1]
+    assert sorted(source.scan_versions(str(tmp_path), "m")) == [1, 4, 7, 20, 2**63 - 1]
 
 
 def test_model_names_and_symlinks_stay_inside_the_root(tmp_path):
@@ -73,9 +73,9 @@ def test_model_names_and_symlinks_stay_inside_the_root(tmp_path):
     os.symlink(outside / "secret", root / "escape")
     os.symlink(outside / "secret" / "1", root / "good" / "2")
     assert [c.name for c in source.discover_models(str(root))] == ["good"]
-    assert list(source.list_versions(str(root), "good")) == [1]
-    assert source.list_versions(str(root), "escape") == {}
-    assert source.list_versions(str(root), "..") == {}
+    assert list(source.scan_versions(str(root), "good")) == [1]
+    assert source.scan_versions(str(root), "escape") == {}
+    assert source.scan_versions(str(root), "..") == {}
     for bad in ("..", ".", "", "/etc", "a/b", "-x", "x" * 129):
         assert not valid_model_name(bad)
 

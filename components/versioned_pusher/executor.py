@@ -9,7 +9,7 @@ from tfx import types
 from tfx.types import artifact_utils
 
 from components import specs
-from components.versioned_pusher.publish import publish
+from components.versioned_pusher.publish import PublishError, publish
 from components.versioned_pusher.pusher_base import PusherBase
 from tfserving.filesystems import ensure_filesystem
 
@@ -39,11 +39,14 @@ class Executor(PusherBase):
             logging.info("Servable %s not pushed: not blessed (%s)", name, reason)
             return
         # models.config is left to the ServingConfig step: one writer after all pushers.
-        result = publish(
-            self.GetModelPath(input_dict), exec_properties["serving_root"], name,
-            fingerprint=model.get_string_custom_property("fingerprint") or None,
-            keep=serving.keep, config=serving.model_config(name), write_config=False,
-            config_base_path=exec_properties.get("config_base_path") or None)
+        try:
+            result = publish(
+                self.GetModelPath(input_dict), exec_properties["serving_root"], name,
+                fingerprint=model.get_string_custom_property("fingerprint") or None,
+                keep=serving.keep, config=serving.model_config(name), write_config=False,
+                config_base_path=exec_properties.get("config_base_path") or None)
+        except Exception as err:  # noqa: BLE001 - any failure is this servable's, by name
+            raise PublishError.wrap(name, exec_properties["serving_root"], err) from err
         if result.pushed:
             self._MarkPushed(pushed_model, pushed_destination=result.destination,
                              pushed_version=str(result.version))

@@ -29,6 +29,18 @@ never "the newest version", never counts for retention) and logs. Concurrent pus
 model on one remote root can race for a version number: run one pusher per model at a time
 (one pipeline run at a time), as the pipeline does.
 
+Retention (``keep``) never deletes a version that may still be serving: the versions the
+model's policy served before a push survive that push, and an older version is deleted only
+once the version that replaced it has been published for ``retention_grace`` seconds
+(default :data:`tfserving.defaults.RETENTION_GRACE_SECONDS`). TF Serving, like the local
+server, serves the old version until the new one is AVAILABLE, and a graph that reads its
+assets on every call needs the old directory until then.
+
+Failures: :class:`PublishError` names the servable and the reason in one line (for the
+pipeline's run summary). A read-only serving root is fine when nothing needs writing (an
+unchanged re-run): the locks are then taken on read-only descriptors, or skipped where the
+lock file cannot be created (no writer can exist on a read-only file system).
+
 models.config: ``publish`` updates the model's entry by default. In the pipeline the pushers
 leave it alone and one fan-in step writes every entry with :func:`write_models_config` after
 all pushers (components/serving_config), so parallel branches cannot lose each other's entries.
@@ -36,17 +48,19 @@ all pushers (components/serving_config), so parallel branches cannot lose each o
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import logging
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Iterator, Mapping, Sequence
 
 from tensorflow_serving.config import model_server_config_pb2
 
-from tfserving import model_config
+from tfserving import defaults, model_config
 from tfserving.filesystems import ensure_filesystem, is_remote, join, listdir, rmtree
 from tfserving.filesystems import walk as gfile_walk
 from tfserving.fingerprint import servable_fingerprint
@@ -71,6 +85,33 @@ class PublishResult:
     destination: str  # <serving_root>/<name>/<version> ('' when nothing exists)
     reason: str  # "pushed" | "unchanged" | "not_blessed: <why>"
     removed_versions: tuple[int, ...] = ()  # deleted by retention
+
+
+class PublishError(RuntimeError):
+    """A push failed: ``servable`` names the model, the message says why in one line.
+
+    The pipeline's local runner reads ``servable`` to report the failure as that servable's
+    and to go on with the others.
+    """
+
+    def __init__(self, servable: str, message: str):
+        self.servable = servable
+        super().__init__(f"servable '{servable}': {message}")
+
+    @classmethod
+    def wrap(cls, servable: str, serving_root: str, error: BaseException) -> "PublishError":
+        """The error for ``error`` raised while publishing ``servable`` into ``serving_root``."""
+        if isinstance(error, PublishError):
+            return error
+        if isinstance(error, OSError) and error.errno is not None:
+            name = errno.errorcode.get(error.errno, str(error.errno))
+            where = f" ({os.path.basename(str(error.filename))})" if error.filename else ""
+            reason = f"{error.strerror} [{name}]{where}"
+        else:
+            reason = " ".join(str(error).split()) or type(error).__name__
+        # The reason first: run summaries shorten long lines.
+        return cls(servable, f"push failed: {reason}; nothing was published to "
+                             f"{os.path.join(serving_root, servable)}")
 
 # ---------------------------------------------------------------------------- versions
 
@@ -151,8 +192,24 @@ def _fingerprint_or_none(model_dir: str) -> str | None:
 
 @contextlib.contextmanager
 def _flock(path: str) -> Iterator[None]:
-    """Exclusive flock on `path` (created if missing, never deleted)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    """Exclusive flock on `path` (created if missing, never deleted).
+
+    An existing lock file is opened read-only (flock needs no write access), so a read-only
+    root can be checked. Where it is missing and cannot be created (read-only file system,
+    no permission) no lock is taken: nobody can write there, and a push that tries fails
+    on its first write.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            log.info("No lock %s (%s): nothing can be written there.", path, err.strerror)
+            yield
+            return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -265,7 +322,10 @@ def _remove_leftovers(directory: str, prefix: str) -> None:
         if name.startswith(prefix):
             log.warning("Removing leftover %s from an interrupted push.",
                         os.path.join(directory, name))
-            _remove_path(os.path.join(directory, name))
+            try:
+                _remove_path(os.path.join(directory, name))
+            except OSError as err:  # e.g. a read-only root: hidden, TF Serving ignores it
+                log.warning("Cannot remove %s: %s", os.path.join(directory, name), err)
 
 
 def _tmp_name(kind: str, version: int) -> str:
@@ -434,40 +494,109 @@ def _next_version(model_root: str) -> int:
     return version
 
 
-def _apply_retention(model_root: str, keep: int, protected: set[int]) -> tuple[int, ...]:
+def _served_before(serving_root: str, model_name: str, config: ModelConfig | None,
+                   versions: set[int]) -> set[int]:
+    """Versions the model's policy serves now (before the push): they survive the push.
+
+    'latest N' (the default): the N newest; 'specific': its versions; 'all': the newest
+    only (with 'all', `keep` is what chooses the versions to serve).
+    """
+    if config is None:
+        try:
+            entries = model_config.model_configs(model_config.read(serving_root) or
+                                                 model_server_config_pb2.ModelServerConfig())
+        except Exception:  # noqa: BLE001 - validated (and reported) by protected_versions
+            entries = []
+        config = next((e for e in entries if e.name == model_name), ModelConfig(model_name))
+    if not versions:
+        return set()
+    if config.policy.kind == "all":
+        return {max(versions)}
+    return config.policy.select(versions)
+
+
+def _published_at(version_dir: str) -> float | None:
+    """When a version was published: its saved_model.pb's mtime (written last), or None."""
+    for name in _SAVED_MODEL_FILES:
+        path = os.path.join(version_dir, name)
+        try:
+            if _is_remote(version_dir):
+                return _gfile().stat(path).mtime_nsec / 1e9
+            return os.stat(path).st_mtime
+        except Exception:  # noqa: BLE001 - missing or unreadable: try the next name
+            continue
+    return None
+
+
+def _apply_retention(model_root: str, keep: int, protected: set[int],
+                     grace_seconds: float = 0.0) -> tuple[int, ...]:
+    """Deletes versions beyond the newest `keep`, except `protected` ones and those whose
+    successor was published less than `grace_seconds` ago (TF Serving may still serve them).
+
+    A version that cannot be deleted is logged and left for the next push: the push itself
+    has succeeded.
+    """
     dirs = _complete_version_dirs(model_root)
-    doomed = tuple(v for v in sorted(dirs)[:-keep] if v not in protected)
+    ordered = sorted(dirs)
+    doomed = []
+    now = time.time()
+    for index, version in enumerate(ordered[:-keep]):
+        if version in protected:
+            continue
+        if grace_seconds > 0:
+            successor = ordered[index + 1]
+            published = _published_at(os.path.join(model_root, dirs[successor][0]))
+            if published is None or now - published < grace_seconds:
+                log.info("Keeping version %d of %s: version %d replaced it less than %gs ago "
+                         "(it may still be serving).", version, model_root, successor,
+                         grace_seconds)
+                continue
+        doomed.append(version)
     if not doomed:
         return ()
+    removed = []
     if _is_remote(model_root):  # no rename on object stores
         for version in doomed:
-            for name in dirs[version]:
-                rmtree(os.path.join(model_root, name))
-        return doomed
+            try:
+                for name in dirs[version]:
+                    rmtree(os.path.join(model_root, name))
+                removed.append(version)
+            except Exception as err:  # noqa: BLE001 - the push succeeded; retried next time
+                log.warning("Could not remove version %d of %s: %s", version, model_root, err)
+        return tuple(removed)
     trash = []
     for version in doomed:
-        for name in dirs[version]:
-            # Rename first: a half-deleted dir must never look like a version.
-            trash.append(os.path.join(model_root, _tmp_name("delete-", version)))
-            os.rename(os.path.join(model_root, name), trash[-1])
-    _fsync_dir(model_root)
+        try:
+            for name in dirs[version]:
+                # Rename first: a half-deleted dir must never look like a version.
+                trash.append(os.path.join(model_root, _tmp_name("delete-", version)))
+                os.rename(os.path.join(model_root, name), trash[-1])
+            removed.append(version)
+        except OSError as err:
+            log.warning("Could not remove version %d of %s: %s; the next push will retry.",
+                        version, model_root, err)
+    if trash:
+        _fsync_dir(model_root)
     for path in trash:
         shutil.rmtree(path, ignore_errors=True)
         if os.path.lexists(path):
             log.warning("Could not fully remove %s; the next push will retry.", path)
-    return doomed
+    return tuple(removed)
 
 
 def publish(source_dir: str, serving_root: str, model_name: str, *,
             fingerprint: str | None = None, keep: int | None = None,
             config: ModelConfig | None = None,
-            config_base_path: str | None = None, write_config: bool = True) -> PublishResult:
+            config_base_path: str | None = None, write_config: bool = True,
+            retention_grace: float | None = None) -> PublishResult:
     """Publish the SavedModel at `source_dir` as the next version of `model_name`.
 
     Skips the push (reason "unchanged") when the newest version has the same fingerprint
     (`fingerprint`, else read from source_dir). After a push, `keep` deletes the oldest versions
     beyond the newest `keep`, never a version pinned or labelled in models.config or in
-    `config`. Then models.config is updated: this model's entry gets `config` (None keeps an
+    `config`, never one the model's policy served before this push, and never one replaced
+    less than `retention_grace` seconds ago (default: RETENTION_GRACE_SECONDS; see the module
+    docstring). Then models.config is updated: this model's entry gets `config` (None keeps an
     existing entry's policy) and base path f"{config_base_path}/{name}" (else the absolute path).
     An unchanged push only rewrites models.config if this model's entry would change.
     `write_config=False` leaves models.config to :func:`write_models_config` (the pipeline's
@@ -509,6 +638,7 @@ def publish(source_dir: str, serving_root: str, model_name: str, *,
             protected |= config.pinned_versions()
 
         dirs = _complete_version_dirs(model_root)
+        protected |= _served_before(serving_root, model_name, config, set(dirs))
         if _is_unchanged(model_root, dirs, fingerprint):
             newest = max(dirs)
             if write_config:
@@ -533,7 +663,8 @@ def publish(source_dir: str, serving_root: str, model_name: str, *,
             _fsync_dir(model_root)
         log.info("Published %s as %s", source_dir, destination)
 
-        removed = _apply_retention(model_root, keep, protected) if keep else ()
+        grace = defaults.RETENTION_GRACE_SECONDS if retention_grace is None else retention_grace
+        removed = _apply_retention(model_root, keep, protected, grace) if keep else ()
         if write_config:
             _write_config(serving_root, [(model_name, config)], config_base_path)
     return PublishResult(pushed=True, version=version, destination=destination,
