@@ -128,11 +128,11 @@ def test_parameters_are_the_catalogs(job, catalog):
     tasks = _tasks(job)
     for servable in catalog.select(SERVABLES):
         export, evaluate, push = (tasks[node_id(step, servable.name)] for step in STEPS)
-        assert json.loads(_parameter(export, "servable")) == json.loads(servable.export_spec().to_json())
+        assert _parameter(export, "servable") == servable.export_spec().to_json()
         # The executors find the servable modules and data inside the image.
         assert _parameter(export, "base_dir") == IMAGE_PROJECT_DIR == "/app"
         assert _parameter(export, "source_hash") == catalog.source_hash(servable)
-        assert json.loads(_parameter(evaluate, "servable")) == json.loads(servable.evaluation_spec().to_json())
+        assert _parameter(evaluate, "servable") == servable.evaluation_spec().to_json()
         assert _parameter(push, "serving_root") == SERVING_ROOT
         assert json.loads(_parameter(push, "serving")) == json.loads(servable.serving.to_json())
         # Compiled ahead of time: no snapshot of this machine's serving root.
