@@ -76,6 +76,20 @@ def test_status_json_shape(http):
         assert response.json() == OK_STATUS
 
 
+def test_status_by_label_lists_every_version(http):
+    """TF Serving's GetModelStatus reads the model spec's name and version only
+    (get_model_status_impl.cc GetModelStatusWithModelSpec: no version, so every version of
+    the model), and FillModelSpecWithNameVersionAndLabel (http_rest_api_util.cc) only copies
+    the label: status by label, even an unknown one, is the model's status."""
+    for label in ("stable", "x", "no%20such"):
+        response = http.get(f"/v1/models/sum_two/labels/{label}")
+        assert response.status_code == 200, response.text
+        assert response.json() == OK_STATUS
+    response = http.get("/v1/models/nope/labels/stable")
+    assert response.status_code == 404
+    assert response.json() == {"error": "Could not find any versions of model nope"}
+
+
 def test_metadata_json_shape(http):
     response = http.get("/v1/models/sum_two/metadata")
     assert response.status_code == 200
@@ -242,7 +256,8 @@ ERRORS = [
     ("GET", "/v1/models/nope", None, 404, "Could not find any versions of model nope"),
     ("GET", "/v1/models/sum_two/versions/9", None, 404,
      "Could not find version 9 of model sum_two"),
-    ("GET", "/v1/models/sum_two/labels/x", None, 400, "Unrecognized servable version label: x"),
+    ("GET", "/v1/models/sum_two/labels/x/metadata", None, 400,
+     "Unrecognized servable version label: x"),
     ("GET", "/v1/models/nope/metadata", None, 404, "Servable not found for request: Latest(nope)"),
     ("GET", "/v1/models/sum_two/versions/9/metadata", None, 404, "Specific(sum_two, 9)"),
     # malformed bodies
@@ -423,5 +438,6 @@ def test_client(server):
         with pytest.raises(ValueError):
             client.predict("sum_two")
         with pytest.raises(ServingClientError) as err:
-            client.status("../../etc", label="x")
-        assert err.value.status_code == 400
+            client.status("../../etc", label="x")  # a model name, never a path
+        assert err.value.status_code == 404
+        assert err.value.message == "Could not find any versions of model ../../etc"
