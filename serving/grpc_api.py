@@ -28,6 +28,27 @@ Behaviour follows TF Serving's sources (``model_servers/``, ``servables/tensorfl
 - Predict outputs are written in the typed fields (``float_val``, ...), TF Serving's
   default (:mod:`tfserving.tensor_proto`).
 
+Bounded work per request (:mod:`serving.limits`), with the REST API's own
+:class:`~serving.limits.Limits`, heavy-request gate and memory releaser
+(:meth:`GrpcApi.beside`): one set of flags, and heavy REST and gRPC calls share the same
+slots. A refusal is ``RESOURCE_EXHAUSTED`` with REST's message, naming the flag:
+
+- Message size: TF Serving's 2 GiB - 1 stays; ``--max-body-bytes`` is REST's and does not
+  apply. grpcio reads and parses a message before any handler sees it, so nothing can be
+  refused earlier; what parsing holds is about the message's own size. What a message
+  asks for beyond its size is refused before decoding: the tensors' decoded size is read
+  from each ``TensorProto``'s dtype, shape and field lengths
+  (:func:`tfserving.tensor_proto.decoded_nbytes`: a shape padded from one value, strings
+  as Python objects) and checked against ``--max-decoded-bytes``; after decoding, string
+  inputs holding images count at their pixel size (JPEG bombs), as over REST. Examples
+  (Classify, Regress, MultiInference) are checked once serialized, as over REST.
+- Outputs are checked against ``--max-response-elements`` and ``--max-response-bytes``
+  before the response is built, the size estimated as protobuf (typed fields), not JSON.
+- A call whose request is over 1 MiB is heavy: at most ``--max-heavy-requests`` heavy
+  calls (REST and gRPC together) run at once, the others wait before decoding. After a
+  heavy call, a refused one or a response over 1 MiB, freed memory goes back to the OS
+  (``malloc_trim``). A ``MemoryError`` is ``RESOURCE_EXHAUSTED``, not ``INTERNAL``.
+
 Stack decision: ``grpc.aio`` on the event loop that runs the REST server, rather than
 ``grpc.server`` with its own thread pool. Calls then run exactly where REST calls of the
 same version run (:mod:`serving.dispatch`): a cheap version inline on the loop, anything
@@ -66,7 +87,9 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from serving import containment
 from serving.http import INLINE_MAX_BODY_BYTES
+from serving.limits import HeavyGate, Limits, MemoryReleaser, as_resource_exhausted
 from tfserving import classification, tensor_proto
 from tfserving.json_tensor import DEFAULT_SIGNATURE
 from tfserving.status import ServingError, echo, invalid_argument
@@ -102,13 +125,47 @@ def status_message(message: str) -> str:
 
 
 class GrpcApi:
-    """The servicers' shared state: registry, metrics and where calls run."""
+    """The servicers' shared state: registry, metrics, where calls run and their limits."""
 
     def __init__(self, registry: Any, *, metrics: Any = None,
-                 limiter: anyio.CapacityLimiter | None = None):
+                 limiter: anyio.CapacityLimiter | None = None, limits: Limits | None = None,
+                 heavy: HeavyGate | None = None, memory: MemoryReleaser | None = None):
         self.registry = registry
         self.metrics = metrics
         self.limiter = limiter
+        self.limits = limits or Limits()
+        self.heavy = heavy or HeavyGate(self.limits.heavy_slots())
+        self.memory = memory or MemoryReleaser()
+
+    @classmethod
+    def beside(cls, rest: Any) -> GrpcApi:
+        """The gRPC API next to ``rest`` (a :class:`serving.http.RestApi`), sharing its
+        registry, metrics, worker pool, limits, heavy-request gate and memory releaser."""
+        return cls(rest.registry, metrics=rest.metrics, limiter=rest.limiter,
+                   limits=rest.limits, heavy=rest.heavy, memory=rest.memory)
+
+    # -- bounded work (serving/limits.py); these run where ``work`` runs
+
+    def decode_inputs(self, inputs: Any) -> dict[str, Any]:
+        """A request's ``map<string, TensorProto>`` as arrays, within ``--max-decoded-bytes``:
+        refused from the protos' headers before decoding, then with images at pixel size."""
+        self.limits.check_decoded_bytes(tensor_proto.decoded_nbytes(inputs))
+        arrays = tensor_proto.request_arrays(inputs)
+        self.limits.check_inputs(arrays)
+        return arrays
+
+    def run(self, servable: Any, key: str, tensors: dict[str, Any],
+            output_filter: list[str] | None = None) -> dict[str, Any]:
+        """``servable.run`` with the response limits checked before anything is encoded."""
+        try:
+            outputs = servable.run(key, tensors, output_filter=output_filter)
+        except ServingError as err:  # TensorFlow's errors name files: no server paths
+            raise containment.public_error(err, self.registry.root) from None
+        error = self.limits.response_error(outputs, encoding="protobuf")
+        if error is not None:
+            del outputs  # not kept alive by the error's traceback
+            raise error
+        return outputs
 
     # -- request plumbing
 
@@ -124,22 +181,31 @@ class GrpcApi:
         started = time.perf_counter()
         labels = [model if self.registry.has_model(model) else "", ""]
         code = "OK"
+        size = request.ByteSize()  # computed by protobuf's C++ code, not by serializing
+        heavy = size > self.limits.heavy_body_bytes
+        response = None
         try:
-            servable = prepare()
-            if servable is not None:
-                labels = [servable.name, str(servable.version)]
-            if servable is None or (getattr(servable, "inline", False)
-                                    and request.ByteSize() <= INLINE_MAX_BODY_BYTES):
-                return work(servable)
-            return await self._in_pool(context, work, servable)
+            async with self.heavy.hold(heavy):  # before any tensor is decoded
+                servable = prepare()
+                if servable is not None:
+                    labels = [servable.name, str(servable.version)]
+                if servable is None or (getattr(servable, "inline", False)
+                                        and size <= INLINE_MAX_BODY_BYTES):
+                    response = work(servable)
+                else:
+                    response = await self._in_pool(context, work, servable)
+                return response
         except ServingError as err:
             code = err.code
             await context.abort(status_code(err.code), status_message(err.message))
         except Exception as err:  # noqa: BLE001 - a bug must not take the server down
-            log.exception("internal error in gRPC %s", api)
-            code = "INTERNAL"
-            await context.abort(grpc.StatusCode.INTERNAL,
-                                status_message(f"Internal error: {err}"))
+            error = as_resource_exhausted(err)  # an allocation failed: not a crash
+            if error is None:
+                log.exception("internal error in gRPC %s", api)
+                error = ServingError("INTERNAL", containment.public_message(
+                    f"Internal error: {err}", self.registry.root))
+            code = error.code
+            await context.abort(status_code(error.code), status_message(error.message))
         except BaseException:  # cancelled by the client or its deadline
             code = "CANCELLED"
             raise
@@ -147,6 +213,10 @@ class GrpcApi:
             if self.metrics is not None:
                 self.metrics.observe(labels[0], labels[1], api, code,
                                      time.perf_counter() - started, entrypoint="GRPC")
+            if heavy or code == "RESOURCE_EXHAUSTED" or (
+                    response is not None
+                    and response.ByteSize() > self.limits.heavy_body_bytes):
+                self.memory.request()  # hand what it used back to the OS
 
     async def _in_pool(self, context: grpc.aio.ServicerContext,
                        work: Callable[[Any], Any], servable: Any) -> Any:
@@ -204,8 +274,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         def work(servable: Any) -> Any:
             key = _signature_key(spec)
-            arrays = tensor_proto.request_arrays(request.inputs)
-            outputs = servable.run(key, arrays, output_filter=list(request.output_filter))
+            arrays = self.api.decode_inputs(request.inputs)
+            outputs = self.api.run(servable, key, arrays, list(request.output_filter))
             response = predict_pb2.PredictResponse()
             _echo_spec(response.model_spec, spec.name, key, servable.version)
             for alias, array in outputs.items():
@@ -235,7 +305,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             key = _signature_key(spec)
             alias, fetch = classification.example_signature(servable.signatures, key, method)
             examples = classification.serialized_examples(request.input)
-            outputs = servable.run(key, {alias: examples}, output_filter=list(fetch))
+            self.api.limits.check_inputs({alias: examples})
+            outputs = self.api.run(servable, key, {alias: examples}, list(fetch))
             if classify:
                 response = classification_pb2.ClassificationResponse()
                 classes, scores = classification.classification_arrays(outputs, len(examples))
@@ -275,9 +346,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         def work(servable: Any) -> Any:
             steps = plan(servable)
             examples = classification.serialized_examples(request.input)
+            self.api.limits.check_inputs({"input": examples})
             response = inference_pb2.MultiInferenceResponse()
             for task, key, alias, fetch in steps:
-                outputs = servable.run(key, {alias: examples}, output_filter=list(fetch))
+                outputs = self.api.run(servable, key, {alias: examples}, list(fetch))
                 result = response.results.add()
                 if task.method_name == classification.CLASSIFY_METHOD:
                     classes, scores = classification.classification_arrays(

@@ -149,32 +149,45 @@ class Limits:
                             f"decoding it takes {_mib(info.decoded_bytes)}, more than this "
                             f"server's limit of {_mib(limit)} per request "
                             "(--max-decoded-bytes)")
-            if total > limit:
-                raise resource_exhausted(
-                    f"Decoded inputs (images at their pixel size) take more than this "
-                    f"server's limit of {_mib(limit)} per request (--max-decoded-bytes)")
+            self.check_decoded_bytes(total)
 
-    def response_error(self, outputs: Mapping[str, Any],
-                       row_format: bool = False) -> ServingError | None:
+    def check_decoded_bytes(self, nbytes: int) -> None:
+        """Step 3 on a size known before decoding (gRPC: from each ``TensorProto``'s dtype,
+        shape and field sizes), with :meth:`check_inputs`'s message."""
+        limit = self.max_decoded_bytes
+        if nbytes > limit:
+            raise resource_exhausted(
+                f"Decoded inputs (images at their pixel size) take more than this "
+                f"server's limit of {_mib(limit)} per request (--max-decoded-bytes)")
+
+    def response_error(self, outputs: Mapping[str, Any], row_format: bool = False,
+                       encoding: str = "JSON") -> ServingError | None:
         """Step 4: the 429 for a response too large to encode (from the arrays alone), or None.
 
-        Returned, not raised: a raised error's traceback would keep ``outputs`` (which
-        can be gigabytes) alive until the garbage collector breaks the cycle; the caller
-        drops its reference first, then raises.
+        ``encoding``: ``"JSON"`` (REST) or ``"protobuf"`` (gRPC's typed TensorProto
+        fields, :func:`protobuf_size`). Returned, not raised: a raised error's traceback
+        would keep ``outputs`` (which can be gigabytes) alive until the garbage collector
+        breaks the cycle; the caller drops its reference first, then raises.
         """
-        elements, size, float_elements = response_size(outputs, row_format)
+        if encoding == "JSON":
+            elements, size, float_elements = response_size(outputs, row_format)
+            # The text and its bytes, plus a Python string per float (float_texts()).
+            needed = 2 * size + _FLOAT_TEXT_OVERHEAD * float_elements
+        else:
+            elements, size = protobuf_size(outputs)
+            # The packed payload, its framed copy, the proto and grpc's serialized message.
+            needed = 4 * size
         if elements > self.max_response_elements:
             return resource_exhausted(
                 f"Response would have {elements} tensor elements, more than this server's "
                 f"limit of {self.max_response_elements} (--max-response-elements)")
         if size > self.max_response_bytes:
             return resource_exhausted(
-                f"Response would take up to {_mib(size)} of JSON, more than this server's "
+                f"Response would take up to {_mib(size)} of {encoding}, more than this server's "
                 f"limit of {_mib(self.max_response_bytes)} (--max-response-bytes)")
         if size > _PROBE_FROM_BYTES:
             try:
-                ensure_headroom(2 * size + _FLOAT_TEXT_OVERHEAD * float_elements,
-                                "encoding the response")
+                ensure_headroom(needed, "encoding the response")
             except ServingError as err:
                 return err
         return None
@@ -246,6 +259,38 @@ def response_size(outputs: Mapping[str, Any], row_format: bool = False) -> tuple
         if row_format and shape:
             size += shape[0] * (len(name) + 6)
     return elements, size, floats
+
+
+# Longest protobuf encoding of one element in TensorProto's typed (packed) fields.
+def _wire_width(dtype: np.dtype) -> int:
+    kind = dtype.kind
+    if kind in "fc":
+        return 3 if dtype.itemsize == 2 else dtype.itemsize  # half_val: a varint of 16 bits
+    if kind == "b":
+        return 1
+    if kind == "u":
+        return -(-dtype.itemsize * 8 // 7)  # ceil(bits / 7)
+    return 10  # signed: negative values are sign-extended to 64 bits
+
+
+def protobuf_size(outputs: Mapping[str, Any]) -> tuple[int, int]:
+    """(elements, upper bound of the serialized bytes) of ``outputs`` as gRPC sends them.
+
+    Predict writes each output in its dtype's typed field (``tfserving.tensor_proto``):
+    per element the longest encoding of its dtype; strings their bytes plus a tag and a
+    length (6 bytes); plus the map entry, dtype and shape of each output.
+    """
+    elements = 0
+    size = 16
+    for name, value in outputs.items():
+        arr = np.asarray(value)
+        elements += arr.size
+        if arr.dtype == object or arr.dtype.kind in "SU":
+            size += _string_bytes(arr) + 6 * arr.size
+        else:
+            size += arr.size * _wire_width(arr.dtype)
+        size += len(name) + 32 + 12 * arr.ndim
+    return elements, size
 
 
 # ------------------------------------------------------------------ memory

@@ -310,6 +310,34 @@ def request_arrays(inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return arrays
 
 
+# What :func:`to_ndarray` allocates per DT_STRING element beside its bytes: the object
+# array's pointer and the bytes object's header (sys.getsizeof(b"") is 33 on CPython).
+_STRING_ELEMENT_BYTES = 8 + 33
+
+
+def decoded_nbytes(inputs: Mapping[str, Any]) -> int:
+    """The memory :func:`request_arrays` would allocate for ``inputs``, without decoding.
+
+    Read from each ``TensorProto``'s dtype and shape (which padding from one value can
+    make far larger than the message) and, for strings, the number of elements and the
+    serialized size. A tensor :func:`to_ndarray` refuses counts 0: decoding reports it.
+    """
+    total = 0
+    for proto in inputs.values():
+        try:
+            dtype = _dtype_enum_name(proto.dtype)
+            count = math.prod(_shape(proto.tensor_shape))
+        except ValueError:
+            continue
+        if dtype == "DT_STRING":
+            # Padding repeats the last object: only the pointers grow with the shape.
+            objects = count if proto.tensor_content else min(len(proto.string_val), count)
+            total += 8 * count + (_STRING_ELEMENT_BYTES - 8) * objects + proto.ByteSize()
+        elif dtype in _FIELDS:
+            total += count * numpy_dtype(dtype).itemsize
+    return total
+
+
 # ------------------------------------------------------------------------- encoding
 
 
