@@ -63,7 +63,8 @@ def test_half_plus_two_answers_every_signature(models, kind):
         assert bundle.signature_defs["serving_default"].inputs["x"].tensor_shape.dim[1].size == 1
         y = bundle.run("serving_default", {"x": np.array([1.0, 2.0, 5.0], np.float32)})["y"]
         assert y.dtype == np.float32 and y.tolist() == [2.5, 3.0, 4.5]
-        assert bundle.run("serving_default", {"x": [[1.0], [2.0], [5.0]]})["y"].tolist() == [
+        assert bundle.run("serving_default", {"x": np.float32([[1.0], [2.0], [5.0]])})[
+            "y"].tolist() == [
             [2.5], [3.0], [4.5]]
         # predict_impl_test.cc PredictionSuccess: a scalar 2.0 gives a scalar 3.
         scalar = bundle.run("serving_default", {"x": np.float32(2.0)})["y"]
@@ -90,7 +91,7 @@ def test_half_plus_three_runs_legacy_init_op_and_answers(models):
         assert sorted(bundle.signature_defs) == ["serving_default", "tensorflow/serving/regress"]
         collections = bundle.meta_graph.collection_def
         assert "legacy_init_op" in collections and "saved_model_main_op" not in collections
-        assert bundle.run("serving_default", {"x": [1.0, 2.0, 5.0]})["y"].tolist() == [
+        assert bundle.run("serving_default", {"x": np.float32([1.0, 2.0, 5.0])})["y"].tolist() == [
             3.5, 4.0, 5.5]
         # api_rest.md: regress on examples x=1, x=2 -> 3.5, 4.0.
         out = bundle.run("tensorflow/serving/regress", {"inputs": _examples(x=[1.0, 2.0])})
@@ -116,7 +117,9 @@ def test_counter_stateful_signatures_as_predict_impl_test(models):
         assert output("reset_counter") == 0.0
         assert output("incr_counter", output_filter=["output"]) == 1.0
         assert output("incr_counter_by", {"delta": np.float32(3)}) == 4.0
-        assert output("incr_counter_by", {"delta": 2}) == 6.0  # an int, cast to float32
+        assert output("incr_counter_by", {"delta": np.float32(2)}) == 6.0
+        with pytest.raises(ServingError, match="Expects arg.0. to be float but int64 is"):
+            output("incr_counter_by", {"delta": 2})  # nothing is cast: a Python int is int64
     with load_bundle(models["counter"]) as fresh:  # state lives in the session only
         assert float(fresh.run("get_counter", {})["output"]) == 0.0
 
@@ -161,9 +164,13 @@ def test_signature_defaults_fill_missing_inputs(tmp_path):
                                              signature_def_map={"serving_default": sig})
         builder.save()
     with load_bundle(path) as bundle:
-        assert bundle.run("serving_default", {"x": [1.0, 2.0]})["y"].tolist() == [10.0, 20.0]
-        assert bundle.run("serving_default", {"x": [1.0, 2.0], "k": 3})["y"].tolist() == [
+        x = np.float32([1.0, 2.0])
+        assert bundle.run("serving_default", {"x": x})["y"].tolist() == [10.0, 20.0]
+        assert bundle.run("serving_default", {"x": x, "k": np.float32(3)})["y"].tolist() == [
             3.0, 6.0]
+        # Feeds are in the order of their sorted tensor names (k:0, x:0): x is arg 1.
+        with pytest.raises(ServingError, match=r"^Expects arg\[1\] to be float but double"):
+            bundle.run("serving_default", {"x": [1.0], "k": np.float32(3)})
         for inputs, message in [
             ({"q": [1.0]}, "Signature input alias: x(feed name: x:0) not found in request and "
                            "no default value provided. Inputs expected to be in the request "
@@ -177,12 +184,12 @@ def test_signature_defaults_fill_missing_inputs(tmp_path):
 
 
 def test_op_errors_keep_tensorflow_code_and_message_only(half_plus_two):
-    # A string fed to a float input: the session's dtype check (predict_impl_test.cc
-    # InputTensorsHaveWrongType expects INVALID_ARGUMENT).
+    # A string fed to a float input: the session's dtype check (predict_util_test.cc
+    # InputTensorsHaveWrongType: INVALID_ARGUMENT "to be float but string is provided").
     with pytest.raises(ServingError) as info:
         half_plus_two.run("serving_default", {"x": np.array([b"any_key"], dtype=object)})
-    assert info.value.code == "INVALID_ARGUMENT"
-    assert info.value.message.startswith("Type mismatch: actual string vs. expect float")
+    assert (info.value.code, info.value.message) == (
+        "INVALID_ARGUMENT", "Expects arg[0] to be float but string is provided")
     # A runtime error inside the graph: a malformed tf.Example, TF Serving's message.
     with pytest.raises(ServingError) as info:
         half_plus_two.run("regress_x_to_y", {"inputs": np.array([b"not a proto"], object)})
@@ -198,18 +205,31 @@ def test_op_errors_keep_tensorflow_code_and_message_only(half_plus_two):
     assert info.value.message.startswith("Could not parse example input, value: '\\xffnot")
 
 
-def test_feeds_are_cast_to_the_signature_dtype(half_plus_two):
-    for value in ([1, 2, 5], np.array([1.0, 2.0, 5.0]), np.array([1, 2, 5], np.int8)):
-        y = half_plus_two.run("serving_default", {"x": value})["y"]
-        assert y.dtype == np.float32 and y.tolist() == [2.5, 3.0, 4.5]
+def test_feeds_must_have_the_input_dtype(half_plus_two):
+    """Nothing is cast: Session::Run refuses a feed of another dtype (FunctionCallFrame::
+    SetArgs; predict_util_test.cc PredictionInvalidTensor: "Expects arg[0] to be float but
+    bool is provided"), so a gRPC TensorProto of DT_DOUBLE for a float input is a 400."""
+    for value, given in ((np.array([1.0, 2.0, 5.0]), "double"), ([1, 2, 5], "int64"),
+                         (np.array([1, 2, 5], np.int8), "int8"), (np.bool_(True), "bool"),
+                         (np.float16([1.0]), "half"), (np.array(["1"]), "string")):
+        with pytest.raises(ServingError) as info:
+            half_plus_two.run("serving_default", {"x": value})
+        assert (info.value.code, info.value.message) == (
+            "INVALID_ARGUMENT", f"Expects arg[0] to be float but {given} is provided")
+    y = half_plus_two.run("serving_default", {"x": np.float32([1, 2, 5])})["y"]
+    assert y.dtype == np.float32 and y.tolist() == [2.5, 3.0, 4.5]
+    # A string input takes bytes objects or text (TensorFlow encodes it as UTF-8).
+    for examples in (_examples(x=[1.0]), _examples(x=[1.0]).astype(bytes)):
+        assert half_plus_two.run("regress_x_to_y", {"inputs": examples})["outputs"] == [[2.5]]
 
 
 def test_output_filter_and_callable_cache(models):
     with load_bundle(models["half_plus_two"]) as bundle:
         examples = _examples(x=[1.0])
-        assert bundle.run("serving_default", {"x": [1.0]}, ["y"])["y"].tolist() == [2.5]
+        x = np.float32([1.0])
+        assert bundle.run("serving_default", {"x": x}, ["y"])["y"].tolist() == [2.5]
         for _ in range(3):
-            bundle.run("serving_default", {"x": [1.0]})
+            bundle.run("serving_default", {"x": x})
             bundle.run("regress_x_to_y", {"inputs": examples})
         # One callable per (signature, fed inputs, fetched outputs): the filtered and the
         # unfiltered call of serving_default fetch the same output, so share one.
@@ -262,11 +282,11 @@ def test_session_threads_and_closed_bundle(models):
     config = session_config(intra_op_threads=1, inter_op_threads=2)
     assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (1, 2)
     bundle = load_bundle(models["half_plus_three"], intra_op_threads=1, inter_op_threads=1)
-    assert bundle.run("serving_default", {"x": [1.0]})["y"].tolist() == [3.5]
+    assert bundle.run("serving_default", {"x": np.float32([1.0])})["y"].tolist() == [3.5]
     bundle.close()
     bundle.close()
     with pytest.raises(ServingError) as info:
-        bundle.run("serving_default", {"x": [1.0]})
+        bundle.run("serving_default", {"x": np.float32([1.0])})
     assert info.value.code == "FAILED_PRECONDITION"
 
 
@@ -282,7 +302,7 @@ def test_loads_through_tensorflow_filesystems(models):
                              f"{target}/{name}" if rel == "." else f"{target}/{rel}/{name}",
                              overwrite=True)
     with load_bundle(target) as bundle:
-        assert bundle.run("serving_default", {"x": [1.0, 2.0, 5.0]})["y"].tolist() == [
+        assert bundle.run("serving_default", {"x": np.float32([1.0, 2.0, 5.0])})["y"].tolist() == [
             3.5, 4.0, 5.5]
         assert _filename(bundle) == b"foo.txt"
 
@@ -298,9 +318,10 @@ def test_loads_from_s3(models, s3_server, s3_bucket):
                 full, s3_bucket, "half_plus_three/1/" + os.path.relpath(full, source))
     # In a child: tensorflow-io's S3 filesystem can abort at interpreter exit.
     result = run_child(f"""
+import numpy as np
 from tfserving.bundle import load_bundle
 bundle = load_bundle("s3://{s3_bucket}/half_plus_three/1")
-result = {{"y": bundle.run("serving_default", {{"x": [1.0, 2.0, 5.0]}})["y"].tolist(),
+result = {{"y": bundle.run("serving_default", {{"x": np.float32([1.0, 2.0, 5.0])}})["y"].tolist(),
           "filename": bundle.session.run("filename_tensor:0").decode()}}
 """)
     assert result == {"y": [3.5, 4.0, 5.5], "filename": "foo.txt"}
@@ -335,16 +356,14 @@ def test_seed_servables_answer_as_tf_saved_model_load(seed_dir):
     assert got["output_0"].tolist() == [[3.0, 4.0, 5.0], [0.5, 2.0, 9.25]]
 
     with load_bundle(seed_dir["fun_runif"]) as bundle:
-        runif = bundle.run("serving_default", {"N": 5})["output_0"]  # python int -> int32
+        runif = bundle.run("serving_default", {"N": np.int32(5)})["output_0"]
         assert runif.shape == (5,) and runif.dtype == np.float32
         assert ((runif >= 0) & (runif < 1)).all()
-        with pytest.raises(ServingError) as info:
-            bundle.run("serving_default", {"N": 2**40})
-        assert info.value.code == "INVALID_ARGUMENT" and "out of range for int32" in (
-            info.value.message)
-        with pytest.raises(ServingError) as info:  # a float into int32: TF's own check
-            bundle.run("serving_default", {"N": 5.0})
-        assert info.value.code == "INVALID_ARGUMENT" and "Type mismatch" in info.value.message
+        for value, given in ((5, "int64"), (5.0, "double")):  # Session::Run's dtype check
+            with pytest.raises(ServingError) as info:
+                bundle.run("serving_default", {"N": value})
+            assert (info.value.code, info.value.message) == (
+                "INVALID_ARGUMENT", f"Expects arg[0] to be int32 but {given} is provided")
 
 
 @pytest.mark.slow

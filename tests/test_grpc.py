@@ -42,6 +42,7 @@ from tensorflow_serving.apis import (
 )
 
 from tests import serving_fixtures as sf
+from tfserving.tensor_proto import to_proto
 
 pytestmark = pytest.mark.slow
 
@@ -292,6 +293,17 @@ def _predict_error(server, change) -> tuple[grpc.StatusCode, str]:
      "Sent extra: {extra}. Missing but required: {}."),
     (lambda r: r.inputs["x"].__setattr__("dtype", types_pb2.DT_STRING), "INVALID_ARGUMENT",
      ""),
+    # Session::Run feeds a TensorProto with its own dtype and refuses another than the
+    # input's (FunctionCallFrame::SetArgs; predict_util_test.cc PredictionInvalidTensor,
+    # InputTensorsHaveWrongType): nothing is cast.
+    (lambda r: r.inputs["x"].CopyFrom(to_proto(np.float64([2.0]))),
+     "INVALID_ARGUMENT", "Expects arg[0] to be float but double is provided"),
+    (lambda r: r.inputs["x"].CopyFrom(to_proto(np.int64([2]))),
+     "INVALID_ARGUMENT", "Expects arg[0] to be float but int64 is provided"),
+    (lambda r: r.inputs["x"].CopyFrom(to_proto(True)),
+     "INVALID_ARGUMENT", "Expects arg[0] to be float but bool is provided"),
+    (lambda r: r.inputs["x"].CopyFrom(to_proto([b"any_value"])),
+     "INVALID_ARGUMENT", "Expects arg[0] to be float but string is provided"),
 ])
 def test_bad_model_version_signature_and_input(half_plus_two, change, code, message):
     actual_code, actual_message = _predict_error(half_plus_two, change)

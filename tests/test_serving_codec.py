@@ -364,6 +364,13 @@ def test_unimplemented_dtype_in_rows_is_a_400():
     err = error_of(jt.decode_predict, {"instances": [1.0]}, half)
     assert err.http_status == 400 and "Error: UNIMPLEMENTED: Conversion of JSON" in err.message
     assert error_of(jt.decode_predict, {"inputs": [1.0]}, half).http_status == 501
+    # No value to convert: TF Serving feeds an empty tensor of the input's dtype (and the
+    # session checks dtypes), so the empty array has it too.
+    for dtype, expected in (("DT_HALF", "float16"), ("DT_BFLOAT16", "bfloat16"),
+                            ("DT_COMPLEX64", "complex64")):
+        sig = jt.SignatureSpec("s", jt.PREDICT_METHOD, {"h": jt.TensorSpec("h", dtype, None)})
+        _, arrays = jt.decode_predict({"inputs": [[]]}, sig)
+        assert arrays["h"].dtype.name == expected and arrays["h"].shape == (1, 0)
 
 
 def test_signature_without_inputs():

@@ -107,9 +107,9 @@ def _predict_threads(servable, body: bytes, model: str = "sum_two") -> tuple[byt
     threads = []
     run = servable.run
 
-    def recording_run(key, tensors):
+    def recording_run(key, tensors, output_filter=None):
         threads.append(threading.get_ident())
-        return run(key, tensors)
+        return run(key, tensors, output_filter)
 
     servable.run = recording_run
     api = http.RestApi(_OneModel(servable), max_body_bytes=1 << 24, workers=2)

@@ -16,7 +16,11 @@ and match TF Serving:
 - TF1 exports load: reference variables (``float_ref`` outputs), graphs saved
   by TF 1.x, ``legacy_init_op``, assets collections.
 - A feed is checked against the tensor's dtype, not its static shape: ``[3]``
-  fed into a ``[-1, 1]`` input runs and gives what the graph computes.
+  fed into a ``[-1, 1]`` input runs and gives what the graph computes; a float64
+  array for a float input is INVALID_ARGUMENT "Expects arg[0] to be float but
+  double is provided", as ``Session::Run`` says (nothing is cast: a gRPC
+  TensorProto is fed with its own dtype, and REST JSON is decoded into the
+  signature's dtypes before it gets here).
 - One session serves every request; calls from several threads run in parallel
   (the session run releases the GIL).
 
@@ -33,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 
 from tfserving.filesystems import ensure_filesystem
@@ -123,7 +128,9 @@ class _Signature:
         self.key = key
         self.proto = proto
         self.input_names = {alias: info.name for alias, info in proto.inputs.items()}
-        # Numpy dtype a fed array is cast to (None: DT_STRING and others, fed as they are).
+        self.input_types = {alias: info.dtype for alias, info in proto.inputs.items()}
+        # The numpy dtype a fed array must have (None: any string array for DT_STRING;
+        # types numpy cannot hold are left to TensorFlow).
         self.input_dtypes = {alias: _numpy_dtype(info.dtype)
                              for alias, info in proto.inputs.items()}
         self.input_order = tuple(sorted(proto.inputs))
@@ -157,10 +164,10 @@ class SavedModelBundle:
             output_filter: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Runs signature ``signature_key``; returns ``{output alias: array}``.
 
-        ``inputs`` maps input aliases to arrays (cast to the signature's dtypes when numpy
-        can do so without changing kind, e.g. float64 -> float32; a value TensorFlow cannot
-        feed is reported as TensorFlow reports it). ``output_filter`` names the outputs to
-        fetch (default: all). String outputs are object arrays of ``bytes``.
+        ``inputs`` maps input aliases to arrays of the inputs' dtypes (any array of
+        ``bytes`` or ``str`` for a string input); another dtype is INVALID_ARGUMENT, as
+        ``Session::Run`` reports it (nothing is cast). ``output_filter`` names the outputs
+        to fetch (default: all). String outputs are object arrays of ``bytes``.
         """
         if self._closed:
             raise ServingError("FAILED_PRECONDITION", "Attempted to use a closed Session.")
@@ -170,6 +177,7 @@ class SavedModelBundle:
                                f'Serving signature key "{echo(signature_key)}" not found.')
         feed_aliases, feed_values = _feeds(sig, inputs)
         fetch_aliases = _fetches(sig, output_filter)
+        _check_dtypes(sig, feed_aliases, feed_values)  # Session::Run's check, after these
         call = self._callables.get((signature_key, feed_aliases, fetch_aliases))
         if call is None:
             call = self._new_callable(sig, feed_aliases, fetch_aliases)
@@ -231,7 +239,7 @@ def _feeds(sig: _Signature, inputs: Mapping[str, Any]) -> tuple[tuple[str, ...],
     order = sig.input_order
     if len(inputs) == len(order):  # the common case: every input given, by its alias
         try:
-            return order, [_cast(a, inputs[a], sig.input_dtypes[a]) for a in order]
+            return order, [np.asarray(inputs[a]) for a in order]
         except KeyError:
             pass  # an unknown alias: the checks below say which
     # predict_util.cc VerifyRequestInputsSize.
@@ -250,7 +258,7 @@ def _feeds(sig: _Signature, inputs: Mapping[str, Any]) -> tuple[tuple[str, ...],
     for alias in order:
         if alias in inputs:
             used += 1
-            values.append(_cast(alias, inputs[alias], sig.input_dtypes[alias]))
+            values.append(np.asarray(inputs[alias]))
         elif alias in sig.defaults:
             values.append(sig.defaults[alias])
         else:
@@ -298,7 +306,7 @@ def _dense_name(info: Any, kind: str, alias: str, key: str) -> str:
 
 
 def _numpy_dtype(dtype_enum: int) -> np.dtype | None:
-    """The numpy dtype requests are cast to; None for strings and non-numeric types."""
+    """The numpy dtype of an input's arrays; None for strings and non-numeric types."""
     try:
         dtype = tf.dtypes.as_dtype(dtype_enum)
     except TypeError:  # DT_INVALID and other values without a tf.DType
@@ -310,26 +318,41 @@ def _numpy_dtype(dtype_enum: int) -> np.dtype | None:
     return np.dtype(dtype.as_numpy_dtype)
 
 
-def _cast(alias: str, value: Any, dtype: np.dtype | None) -> Any:
-    """``value`` as an array of ``dtype`` when numpy casts it without changing its kind.
+def _dtype_matches(array: np.ndarray, dtype_enum: int, dtype: np.dtype | None) -> bool:
+    if dtype_enum == types_pb2.DT_STRING:
+        return array.dtype.kind in "OSU"  # bytes objects, or text TensorFlow encodes
+    return dtype is None or array.dtype == dtype
 
-    Anything else (a string into a float input, a float into an int input) is fed as it is,
-    and TensorFlow rejects it as TF Serving's session would: ``INVALID_ARGUMENT: Type
-    mismatch: actual double vs. expect int32``.
-    """
-    array = np.asarray(value)
-    if dtype is None or array.dtype == dtype:
-        return array
-    if not np.can_cast(array.dtype, dtype, casting="same_kind"):
-        return array
-    if array.dtype.kind in "iu" and dtype.kind in "iu" and array.size:
-        info = np.iinfo(dtype)
-        low, high = array.min(), array.max()
-        if low < info.min or high > info.max:
-            raise ServingError("INVALID_ARGUMENT",
-                               f"input '{alias}': value {low if low < info.min else high} is "
-                               f"out of range for {dtype.name}")
-    return array.astype(dtype)
+
+def _check_dtypes(sig: _Signature, aliases: Sequence[str], values: Sequence[np.ndarray]) -> None:
+    """INVALID_ARGUMENT for a fed array whose dtype is not its input's, worded as TensorFlow's
+    ``FunctionCallFrame::SetArgs`` (function.cc), which ``Session::Run`` calls with the feeds
+    in the order of their sorted tensor names (direct_session.cc GetOrCreateExecutors)."""
+    if all(_dtype_matches(v, sig.input_types[a], sig.input_dtypes[a])
+           for a, v in zip(aliases, values, strict=True)):
+        return
+    fed = sorted(zip((sig.input_names[a] for a in aliases), aliases, values, strict=True))
+    for index, (_, alias, value) in enumerate(fed):
+        if not _dtype_matches(value, sig.input_types[alias], sig.input_dtypes[alias]):
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"Expects arg[{index}] to be {_type_string(sig.input_types[alias])} but "
+                f"{_array_type_string(value)} is provided")
+
+
+def _type_string(dtype_enum: int) -> str:
+    """TensorFlow's DataTypeString: DT_FLOAT -> float, DT_DOUBLE -> double, ..."""
+    try:
+        return types_pb2.DataType.Name(dtype_enum)[3:].lower()
+    except ValueError:
+        return f"unknown dtype enum ({dtype_enum})"
+
+
+def _array_type_string(array: np.ndarray) -> str:
+    try:
+        return _type_string(tf.dtypes.as_dtype(array.dtype).as_datatype_enum)
+    except TypeError:  # a numpy dtype TensorFlow has no type for
+        return array.dtype.name
 
 
 def _output_array(value: Any) -> np.ndarray:

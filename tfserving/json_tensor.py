@@ -688,8 +688,22 @@ def json_to_array(value: Any, dtype: str) -> np.ndarray:
             pass
     _fill_error(value, shape, dtype)
     # Only an unsupported dtype with no values gets here: TF Serving adds no value, so it
-    # has no error to report; the empty array takes its dtype when it is fed.
-    return np.zeros(shape, dtype=np.float32)
+    # has no error to report, and feeds an empty tensor of the input's dtype.
+    return _empty_array(shape, dtype)
+
+
+# Dtypes AddValueToTensor converts no value to (UNIMPLEMENTED), as numpy holds them: the
+# dtype of an empty request value for such an input (TensorFlow checks a feed's dtype).
+_EMPTY_ONLY = {"DT_HALF": "float16", "DT_UINT16": "uint16", "DT_COMPLEX64": "complex64",
+               "DT_COMPLEX128": "complex128"}
+
+
+def _empty_array(shape: list[int], dtype: str) -> np.ndarray:
+    if dtype == "DT_BFLOAT16":
+        import ml_dtypes  # numpy's bfloat16, as TensorFlow uses it
+
+        return np.zeros(shape, dtype=ml_dtypes.bfloat16)
+    return np.zeros(shape, dtype=_EMPTY_ONLY.get(dtype, "float32"))
 
 
 def _dense_shape(value: Any) -> list[int]:
