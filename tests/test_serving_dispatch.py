@@ -194,8 +194,11 @@ def test_serve_asks_uvicorn_for_httptools_and_uvloop(tmp_path, monkeypatch):
     monkeypatch.setattr(main, "set_intra_op_threads",
                         lambda n: calls.setdefault("intra_op_threads", []).append(n) or n)
     monkeypatch.setattr(main, "available_cpus", lambda: 2)
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
     main.serve(str(tmp_path), port=0)
-    assert calls["loop"] == "uvloop" and calls["http"] == "httptools"
+    # httptools, with the connection guards of serving/connections.py
+    assert calls["loop"] == "uvloop" and issubclass(calls["http"], HttpToolsProtocol)
     main.serve(str(tmp_path), port=0, intra_op_threads=4)
     assert calls["intra_op_threads"] == [1, 4]
 
