@@ -459,6 +459,32 @@ def test_float_texts_on_random_bit_patterns():
         expected[:2000])
 
 
+def _reference_json(value: np.ndarray) -> str:
+    """A float32 tensor as JSON, built plainly from reference_text."""
+    if value.ndim == 0:
+        return reference_text(float(value))
+    return "[" + ",".join(_reference_json(item) for item in value) + "]"
+
+
+@pytest.mark.parametrize("shape", [(40,), (7, 3001), (3, 5, 2200), (17000, 1), (2, 1, 1, 9000)])
+def test_large_float32_tensors_are_written_as_the_plain_rule(shape):
+    """Large float32 tensors take the vectorised writer (chunks of json_tensor._CHUNK values,
+    whose bounds fall inside rows here): the same text as the rule applied value by value."""
+    rng = np.random.default_rng(sum(shape))
+    bits = rng.integers(0, 2**32, size=shape, dtype=np.uint64).astype(np.uint32)
+    arr = np.where(rng.random(shape) < 0.5, bits.view(np.float32),
+                   np.float32(rng.standard_normal(shape)))
+    arr.flat[::97] = 0.0
+    arr.flat[1::89] = -0.0
+    arr.flat[2::83] = np.inf
+    arr.flat[3::79] = np.nan
+    assert arr.size > jt._SMALL_FLOATS
+    expected = _reference_json(arr)
+    assert jt._tensor_json("y", arr, rows=False) == [expected.encode()]
+    assert jt._tensor_json("y", arr, rows=True) == [_reference_json(row).encode() for row in arr]
+    assert jt.float_texts(arr) == [reference_text(float(v)) for v in arr.ravel()]
+
+
 def test_encode_row_and_columnar():
     out = {"output_0": np.array([[0.1, 3.0], [1e-7, 2.5]], dtype=np.float32)}
     assert jt.encode_predict(out, jt.ROW) == b'{"predictions":[[0.1,3.0],[1e-07,2.5]]}'

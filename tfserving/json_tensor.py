@@ -23,7 +23,8 @@ a response is written with the same text:
   then narrows as C does). ``NaN``/``Infinity``/``-Infinity`` (and rapidjson's
   ``Inf``) are read and written as numbers.
 - Floats are written as TF Serving's ``WriteDecimal`` writes them: ``%g`` (six
-  significant digits) when that reads back to the same value, else ``%.9g``
+  significant digits) when that reads back to the same value (``SimpleAtof``: rounded
+  directly to float32, not through a double), else ``%.9g``
   (float) / ``%.17g`` (double); ``.0`` is added to whole numbers without an
   exponent (``9e+06``, ``3e-05``, ``999999.0``, ``0.300000012``).
 - The body is parsed as rapidjson does with TF Serving's flags (iterative,
@@ -60,6 +61,7 @@ import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -993,47 +995,27 @@ def float_texts(values: np.ndarray) -> list[str]:
     """Float values as TF Serving's WriteDecimal writes them (json_tensor.cc).
 
     ``absl::StrCat`` (six significant digits, like ``%g``) when that reads back
-    to the same value, else ``%.9g`` (float32) / ``%.17g`` (float64); ``.0``
-    is added when there is neither a point nor an exponent; non-finite values
-    are ``NaN``, ``Infinity``, ``-Infinity``.
+    (``absl::SimpleAtof``/``SimpleAtod``: correctly rounded) to the same value,
+    else ``%.9g`` (float32) / ``%.17g`` (float64); ``.0`` is added when there is
+    neither a point nor an exponent; non-finite values are ``NaN``,
+    ``Infinity``, ``-Infinity``.
     """
     flat = np.ascontiguousarray(values).ravel()
     single = flat.dtype == np.float32
     if flat.size <= _SMALL_FLOATS:  # numpy calls cost more than a plain loop here
         return [_float_text(v, single) for v in flat.tolist()]
-    with np.errstate(all="ignore"):
-        as_double = flat.astype(np.float64)
-        finite = np.isfinite(as_double)
-        integral = finite & (np.floor(as_double) == as_double)
-        magnitude = np.abs(as_double)
-        if single:
-            # Which values have a six-digit form that reads back: found with array
-            # arithmetic (scaling by an exact power of ten), confirmed by reading back.
-            shift = 5 - np.floor(np.log10(np.where(magnitude > 0, magnitude, 1.0)))
-            scale = 10.0 ** np.abs(shift)
-            rounded = np.where(shift >= 0, np.round(as_double * scale) / scale,
-                               np.round(as_double / scale) * scale)
-            short = finite & (rounded.astype(np.float32) == flat)
-    numbers = as_double.tolist()
     if single:
-        texts = [format(v, "g" if ok else ".9g")
-                 for v, ok in zip(numbers, short.tolist(), strict=True)]
-        candidates = np.flatnonzero(short)
-        if candidates.size:
-            read_back = np.array([texts[i] for i in candidates.tolist()],
-                                 dtype=np.float64).astype(np.float32)
-            wrong = candidates[read_back != flat[candidates]]
-            short[wrong] = False
-            for i in wrong.tolist():
-                texts[i] = format(numbers[i], ".9g")
-        # Whole numbers print without a point below 1e6 (%g) or 1e9 (%.9g): add ".0".
-        plain = integral & (magnitude < np.where(short, 1e6, 1e9))
-    else:
-        texts = []
-        for v in numbers:
-            text = format(v, "g")
-            texts.append(text if float(text) == v else format(v, ".17g"))
-        plain = integral & (magnitude < 1e17)
+        return _float32_json(flat, rows=False)[0][1:-1].decode("ascii").split(",")
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(flat)
+        integral = finite & (np.floor(flat) == flat)
+        plain = integral & (np.abs(flat) < 1e17)
+    numbers = flat.tolist()
+    texts = []
+    for v in numbers:
+        text = format(v, "g")
+        texts.append(text if float(text) == v else format(v, ".17g"))
+    # Whole numbers print without a point below 1e6 (%g) or 1e17 (%.17g): add ".0".
     for i in np.flatnonzero(plain).tolist():
         if "." not in texts[i] and "e" not in texts[i]:
             texts[i] += ".0"
@@ -1045,7 +1027,8 @@ def float_texts(values: np.ndarray) -> list[str]:
 
 
 _SMALL_FLOATS = 32
-_FLOAT32 = struct.Struct("f")
+_FLOAT32 = struct.Struct("<f")
+_FLOAT32_BITS = struct.Struct("<I")
 
 
 def _float_text(v: float, single: bool) -> str:
@@ -1056,15 +1039,211 @@ def _float_text(v: float, single: bool) -> str:
         return "Infinity" if v > 0 else "-Infinity"
     text = format(v, "g")
     if single:
-        try:
-            same = _FLOAT32.unpack(_FLOAT32.pack(float(text)))[0] == v
-        except OverflowError:
-            same = False
-        if not same:
+        if v != 0 and not _reads_back_as_float32(text, v):
             text = format(v, ".9g")
     elif float(text) != v:
         text = format(v, ".17g")
     return text if "." in text or "e" in text else text + ".0"
+
+
+def _float32_interval(magnitude: float) -> tuple[float, float, bool]:
+    """(low, high, ties_in) bounding the decimals that read back as the float32
+    ``magnitude`` (> 0): the midpoints with its neighbours, which belong to it when its
+    last mantissa bit is even (round half to even)."""
+    bits = _FLOAT32_BITS.unpack(_FLOAT32.pack(magnitude))[0]
+    below = _FLOAT32.unpack(_FLOAT32_BITS.pack(bits - 1))[0]
+    above = 2.0**128 if bits == 0x7F7FFFFF else _FLOAT32.unpack(_FLOAT32_BITS.pack(bits + 1))[0]
+    return (magnitude + below) / 2, (magnitude + above) / 2, bits % 2 == 0
+
+
+def _reads_back_as_float32(text: str, v: float) -> bool:
+    """Whether ``text`` reads back as the float32 ``v`` (!= 0) when rounded directly to
+    float32 (absl::SimpleAtof), not through a double (which can land on a midpoint)."""
+    low, high, ties_in = _float32_interval(abs(v))
+    value = abs(float(text))  # correctly rounded: on a bound only if the decimal is near it
+    if value in (low, high):
+        exact = abs(Fraction(text))
+        return Fraction(low) < exact < Fraction(high) or (
+            ties_in and exact in (Fraction(low), Fraction(high)))
+    return low < value < high
+
+
+# ---- float32 texts, vectorised
+#
+# Each value's text is laid out in a column of a (_CELL, n) byte matrix whose zero bytes
+# are dropped afterwards (no text has a NUL), so every value has the same layout:
+#   sign | "0.000" (values in [1e-4, 1)) | d0 p0 d1 p1 ... d8 p8 d9 |
+#   e sign tens units
+# where dK is the K-th significant digit (shown or 0) and pK the point after it (or 0).
+# The digits come from tables: q, the value rounded to 6 (or 9) significant digits as an
+# integer, computed in double arithmetic; values whose rounding the arithmetic cannot
+# decide with certainty (within 1e-6 of a tie) and values whose 6-digit text lands on the
+# bound of the float32 interval are redone one by one with Python's exact formatting.
+_SIGN, _PREFIX, _DIGITS, _EXPONENT, _CELL = 0, 1, 6, 25, 29
+_POWERS = np.array([float(10**k) for k in range(23)])  # exact doubles
+_SCALE_0 = 350  # _SCALE[_SCALE_0 + k]: 10**k as the nearest double (0 and inf beyond)
+_SCALE = np.array([1 / 10**-k if k < 0 else float(10**k) if k < 309 else math.inf
+                   for k in range(-_SCALE_0, _SCALE_0 + 1)])
+_TIE_MARGIN = 1e-6  # >> the 2.3e-7 a 9-digit product in doubles can be off by
+_CHUNK = 16384  # values per pass: keeps numpy's temporaries small
+_ASCII = {c: ord(c) for c in "0.-+e,[]"}
+_TOKENS = ((b"0.0", 0), (b"NaN", 1), (b"Infinity", 2), (b"-Infinity", 3))
+_DIGIT_TABLES: tuple[np.ndarray, ...] | None = None
+
+
+def _digit_tables() -> tuple[np.ndarray, ...]:
+    """ASCII digits (a row per place) and trailing-zero counts of 0..99999 and 0..9999."""
+    global _DIGIT_TABLES
+    if _DIGIT_TABLES is None:
+        numbers = np.arange(100000)
+        places = 10 ** np.arange(4, -1, -1)[:, None]
+        digits5 = (numbers // places % 10).astype(np.uint8) + np.uint8(_ASCII["0"])
+        zeros5 = np.zeros(100000, np.int64)
+        for k in range(1, 5):
+            zeros5 += numbers % 10**k == 0
+        zeros5[0] = 5
+        _DIGIT_TABLES = (digits5, zeros5, np.ascontiguousarray(digits5[1:, :10000]),
+                         np.minimum(zeros5[:10000], 4))
+    return _DIGIT_TABLES
+
+
+def _round_to(prod: np.ndarray, e: np.ndarray, digits: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(q, exponent, undecided): ``prod`` rounded to an integer of ``digits`` digits (a
+    carry to 10**digits moves the decimal exponent), and where it is too close to a tie."""
+    undecided = np.abs(prod - np.floor(prod) - 0.5) < _TIE_MARGIN
+    q = np.rint(prod)
+    carry = q >= _POWERS[digits]
+    return np.where(carry, _POWERS[digits - 1], q), e + carry, undecided
+
+
+def _fill_cells(flat: np.ndarray, out: np.ndarray) -> None:
+    """Writes the texts of float32 values into ``out`` (_CELL rows, a column per value,
+    zeroed), laid out as described above."""
+    digits5, zeros5, digits4, zeros4 = _digit_tables()
+    magnitude = np.abs(flat)
+    bits = magnitude.view(np.uint32)
+    regular = (bits != 0) & (bits < 0x7F800000)  # finite and not zero
+    a = np.where(regular, magnitude, np.float32(1))
+    bits = a.view(np.uint32)
+    m = a.astype(np.float64)
+    # The decimal exponent: float32 log10, corrected with the 6-digit product.
+    e = np.floor(np.log10(a)).astype(np.int64)
+    prod = m * _SCALE[_SCALE_0 + 5 - e]
+    e += (prod >= 1e6).astype(np.int64) - (prod < 1e5)
+    q6, x6, undecided6 = _round_to(m * _SCALE[_SCALE_0 + 5 - e], e, 6)
+    q9, x9, undecided9 = _round_to(m * _SCALE[_SCALE_0 + 8 - e], e, 9)
+    # The 6-digit text's value: correctly rounded to a double when 10**|t| is exact.
+    t = x6 - 5
+    power = np.where(np.abs(t) <= 22, _POWERS[np.minimum(np.abs(t), 22)],
+                     _SCALE[_SCALE_0 + np.abs(t)])
+    d6 = np.where(t >= 0, q6 * power, q6 / power)
+    # The float32 interval of decimals that read back as the value (_float32_interval).
+    above = (bits + np.uint32(1)).view(np.float32).astype(np.float64)
+    above[bits == 0x7F7FFFFF] = 2.0**128
+    below = (bits - np.uint32(1)).view(np.float32).astype(np.float64)
+    low, high = (m + below) * 0.5, (m + above) * 0.5
+    ties_in = (bits & np.uint32(1)) == 0
+    on_bound = (d6 == low) | (d6 == high)
+    short = ((d6 > low) & (d6 < high)) | (ties_in & on_bound)
+    undecided = on_bound | undecided6 | undecided9
+    inexact = np.flatnonzero(np.abs(t) > 22)
+    if inexact.size:  # d6 within a few ulps of the text's value: near a bound, undecided
+        d = d6[inexact]
+        undecided[inexact] |= np.minimum(np.abs(d - low[inexact]),
+                                         np.abs(d - high[inexact])) <= 4 * np.spacing(d)
+    q = np.where(short, q6 * 1000.0, q9)
+    x = np.where(short, x6, x9)
+    # %g: positional when -4 <= exponent < precision, else d.ddde+XX.
+    positional = (x >= -4) & (x < np.where(short, 6, 9))
+    whole_part = positional & (x >= 0)
+    fraction_only = positional & (x < 0)
+    scientific = ~positional & regular
+    head = np.floor(q / 1e4)
+    tail = (q - head * 1e4).astype(np.intp)
+    head = head.astype(np.intp)
+    chars = np.empty((9, flat.size), np.uint8)
+    chars[:5] = digits5[:, head]
+    chars[5:] = digits4[:, tail]
+    shown = 9 - np.where(tail == 0, 4 + zeros5[head], zeros4[tail])  # without trailing zeros
+    place = np.arange(9)[:, None]
+    visible = (place < shown) | (whole_part & (place <= x))
+    body = out[_DIGITS:_EXPONENT]  # d0 p0 d1 p1 ... d8 p8 d9
+    body[0:18:2] = np.where(visible, chars, 0)
+    # WriteDecimal adds ".0" to a whole number: a "0" after the point, then the point.
+    rows = np.flatnonzero(whole_part & (shown <= x + 1))
+    body[2 * x[rows] + 2, rows] = _ASCII["0"]
+    rows = np.flatnonzero(whole_part | (scientific & (shown > 1)))
+    body[2 * np.where(whole_part, x, 0)[rows] + 1, rows] = _ASCII["."]
+    rows = np.flatnonzero(fraction_only)
+    if rows.size:
+        out[_PREFIX, rows] = _ASCII["0"]
+        out[_PREFIX + 1, rows] = _ASCII["."]
+        zeros = -x[rows] - 1
+        for k in range(3):
+            out[_PREFIX + 2 + k, rows[zeros > k]] = _ASCII["0"]
+    rows = np.flatnonzero(scientific)
+    if rows.size:
+        exponent = x[rows]
+        out[_EXPONENT, rows] = _ASCII["e"]
+        out[_EXPONENT + 1, rows] = np.where(exponent < 0, _ASCII["-"], _ASCII["+"])
+        out[_EXPONENT + 2, rows] = np.abs(exponent) // 10 + _ASCII["0"]
+        out[_EXPONENT + 3, rows] = np.abs(exponent) % 10 + _ASCII["0"]
+    out[_SIGN] = np.where(np.signbit(flat) & ~np.isnan(flat), np.uint8(_ASCII["-"]), 0)
+    if not regular.all():
+        kind = np.where(np.isnan(flat), 1, np.where(flat == np.inf, 2,
+                                                    np.where(flat == -np.inf, 3, 0)))
+        for token, code in _TOKENS:
+            rows = np.flatnonzero(~regular & (kind == code))
+            if rows.size:
+                cell = np.zeros(_CELL, np.uint8)
+                cell[1:1 + len(token)] = np.frombuffer(token, np.uint8)
+                sign = out[_SIGN, rows]
+                out[:, rows] = cell[:, None]
+                if code == 0:  # "-0.0" keeps its sign
+                    out[_SIGN, rows] = sign
+    for i in np.flatnonzero(regular & undecided).tolist():
+        raw = np.frombuffer(_float_text(float(flat[i]), True).encode("ascii"), np.uint8)
+        out[:, i] = 0
+        out[:raw.size, i] = raw
+
+
+def _float32_json(arr: np.ndarray, rows: bool) -> list[bytes]:
+    """JSON text of a float32 tensor (rank >= 1, not empty): the whole tensor, or each
+    row along dimension 0 (as :func:`_tensor_json`).
+
+    Chunk by chunk, each value's column gets its opening brackets above its cells and its
+    closing brackets and comma below; the columns, read value by value without their zero
+    bytes, are the text. The buffer is value-major (no transposition before reading it)
+    and reused from chunk to chunk.
+    """
+    flat = np.ascontiguousarray(arr).ravel()
+    dims = arr.shape[1:] if rows else arr.shape
+    spans = [math.prod(dims[j:]) for j in range(len(dims))]  # values per list, by level
+    size = math.prod(dims)  # values per JSON text
+    depth = len(spans)
+    chunk = min(_CHUNK, flat.size)
+    by_value = np.empty((chunk, depth + _CELL + depth + 1), np.uint8)
+    parts: list[bytes] = []
+    lengths: list[np.ndarray] = []
+    for start in range(0, flat.size, chunk):
+        count = min(chunk, flat.size - start)
+        view = by_value[:count].T  # a column per value, written row by row
+        view.fill(0)
+        _fill_cells(flat[start:start + count], view[depth:depth + _CELL])
+        for level, span in enumerate(spans):
+            view[level, -start % span::span] = _ASCII["["]
+            view[depth + _CELL + level, (span - 1 - start) % span::span] = _ASCII["]"]
+        view[-1] = _ASCII[","]
+        view[-1, (size - 1 - start) % size::size] = 0  # none after a text's last value
+        parts.append(by_value[:count].tobytes().translate(None, b"\0"))
+        if rows:
+            lengths.append(np.count_nonzero(view, axis=0))
+    text = b"".join(parts)
+    if not rows:
+        return [text]
+    ends = np.cumsum(np.concatenate(lengths))[size - 1::size].tolist()
+    return [text[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 def _group(items: list[str], dims: tuple[int, ...], outer: int) -> list[str]:
@@ -1095,6 +1274,8 @@ def _check_writable(name: str, arr: np.ndarray) -> None:
 def _tensor_json(name: str, arr: np.ndarray, rows: bool) -> list[bytes]:
     """JSON text of a tensor (``[text]``), or of each of its rows along dimension 0."""
     kind = arr.dtype.kind
+    if arr.dtype == np.float32 and arr.ndim and arr.size > _SMALL_FLOATS:
+        return _float32_json(arr, rows)
     if kind == "f" or arr.size == 0:
         texts = float_texts(arr) if arr.size else []
         if rows:
