@@ -1,8 +1,9 @@
-"""tfx-servables command line: run | status | serve | compile.
+"""tfx-servables command line: run | status | serve | openapi | compile.
 
     python runner.py                 # = run: export, evaluate and push every servable
     python runner.py status          # what is published, and by which run
     python runner.py serve           # TF Serving's REST (127.0.0.1:8501) and gRPC (:8500) APIs
+    python runner.py openapi         # the published models' OpenAPI 3.1 document
     python runner.py compile --target kubeflow --out pipeline.json
 
 Everything a run writes goes under ./outputs unless told otherwise.
@@ -74,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
 
     server_main.add_arguments(serve, serving_dir=False)
     serve.set_defaults(command_fn=_cmd_serve, parser=serve)
+
+    openapi = commands.add_parser(
+        "openapi", help="print the OpenAPI 3.1 document of the published models")
+    common(openapi)
+    openapi.add_argument("--model", default=None, help="only this model (default: all)")
+    openapi.set_defaults(command_fn=_cmd_openapi)
 
     compile_ = commands.add_parser("compile", help="compile the pipeline for another orchestrator")
     common(compile_)
@@ -231,6 +238,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     args.serving_dir = _paths(args)[1]
     return server_main.run(args.parser, args)
+
+
+def _cmd_openapi(args: argparse.Namespace) -> int:
+    import json
+
+    from tfserving import openapi
+
+    serving_root = _paths(args)[1]
+    try:
+        doc = openapi.read_root_document(serving_root, model=args.model)
+    except ValueError as e:  # no such root or model, or a broken models.config
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(doc, indent=2))
+    return 0
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:

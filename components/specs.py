@@ -24,6 +24,9 @@ MODEL = "model"
 BLESSING = "blessing"
 MODEL_BLESSING = "model_blessing"
 PUSHED_MODEL = "pushed_model"
+# Files the evaluator writes into its ModelBlessing's directory.
+REPORT_JSON = "report.json"
+REPORT_MARKDOWN = "report.md"
 
 _T = TypeVar("_T", bound="_Spec")
 

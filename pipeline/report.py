@@ -16,6 +16,7 @@ import shlex
 import sys
 import time
 
+from components import specs
 from components.versioned_pusher.publish import list_versions
 from pipeline import metadata_store
 from pipeline.catalog import Catalog
@@ -173,7 +174,7 @@ def _evaluator_report(evaluate: metadata_store.StepResult) -> dict:
         from tfx.utils import io_utils
 
         return json.loads(io_utils.read_string_file(
-            os.path.join(evaluate.output_uri, "report.json")))
+            os.path.join(evaluate.output_uri, specs.REPORT_JSON)))
     except Exception:  # noqa: BLE001 - the MLMD properties are the fallback
         return {}
 
@@ -191,7 +192,8 @@ def _rejection(evaluate: metadata_store.StepResult) -> tuple[str, str]:
     reasons = _evaluator_report(evaluate).get("reasons") or [
         evaluate.output.get("reasons") or "no reason recorded"]
     more = f" (+{len(reasons) - 1} more in the report)" if len(reasons) > 1 else ""
-    report = os.path.join(evaluate.output_uri, "report.md") if evaluate.output_uri else ""
+    report = (os.path.join(evaluate.output_uri, specs.REPORT_MARKDOWN) if evaluate.output_uri
+              else "")
     return _shorten(reasons[0], _REASON_CHARS) + more, report
 
 

@@ -47,6 +47,7 @@ Stack decision: Starlette on uvicorn, with orjson for JSON.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -67,11 +68,13 @@ from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
 from serving import containment, events, pages
+from serving.batching import BatchingParameters, ServerBatching
 from serving.limits import HeavyGate, Limits, MemoryReleaser, as_resource_exhausted
 from serving.metrics import Metrics
 from serving.registry import ModelRegistry
 from serving.servable import Servable
-from tfserving import defaults, json_tensor
+from tfserving import classification, defaults, json_tensor
+from tfserving.layout import INT64_MAX
 from tfserving.status import ServingError, echo, invalid_argument
 
 log = logging.getLogger("serving")
@@ -93,7 +96,7 @@ _PREDICT_PATH = re.compile(
 _STATUS_PATH = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE)
-_INT64_MAX = 2**63 - 1
+
 
 
 def _json_response(body: bytes, status: int = 200) -> Response:
@@ -130,7 +133,7 @@ def parse_path(http_method: str, path: str) -> _Request:
     version = None
     if version_text:
         version = int(version_text)
-        if version > _INT64_MAX:
+        if version > INT64_MAX:
             raise invalid_argument(f"Failed to convert version: {echo(version_text)} to numeric.")
     if label:
         label = unquote(label, errors="replace")
@@ -159,6 +162,8 @@ class RestApi:
         self.limits = limits or Limits()
         self.heavy = HeavyGate(self.limits.heavy_slots())
         self.memory = MemoryReleaser()
+        # --enable-batching: predict calls are merged across requests (serving/batching.py).
+        self.batching: ServerBatching | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answers one HTTP request."""
@@ -242,13 +247,17 @@ class RestApi:
     async def _dispatch(self, parsed: _Request, body: bytes, context: dict[str, Any]) -> Response:
         if parsed.action in ("status", "metadata"):
             if parsed.action == "status":
+                # TF Serving's GetModelStatus ignores the label (get_model_status_impl.cc:
+                # a spec without a version lists every version), even an unknown one.
                 return _json_response(json_tensor.dumps(
-                    self.registry.status(parsed.model, parsed.version, parsed.label)))
+                    self.registry.status(parsed.model, parsed.version)))
             servable = self.registry.resolve(parsed.model, parsed.version, parsed.label)
             context["model"], context["version"] = servable.name, str(servable.version)
             return _json_response(servable.metadata_body)
         work = self._predict if parsed.action == "predict" else self._classify_or_regress
         servable = self._servable_or_none(parsed)
+        if self.batching is not None and servable is not None and parsed.action == "predict":
+            return _json_response(await self._predict_batched(parsed, body, context, servable))
         if servable is not None and getattr(servable, "inline", False) and \
                 len(body) <= INLINE_MAX_BODY_BYTES:
             return _json_response(work(parsed, body, context, servable))
@@ -277,11 +286,12 @@ class RestApi:
         return servable
 
     def _call(self, servable: Any, key: str, tensors: dict[str, Any],
-              row_format: bool = False) -> dict[str, Any]:
-        """``servable.run`` within the input and response limits (serving/limits.py)."""
+              row_format: bool = False, fetch: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """``servable.run`` within the input and response limits (serving/limits.py);
+        ``fetch``: the outputs to compute (default: all)."""
         self.limits.check_inputs(tensors)
         try:
-            outputs = servable.run(key, tensors)
+            outputs = servable.run(key, tensors, fetch)
         except ServingError as err:  # TensorFlow's errors name files: no server paths
             raise containment.public_error(err, self.registry.root) from None
         error = self.limits.response_error(outputs, row_format)
@@ -301,27 +311,69 @@ class RestApi:
         outputs = self._call(servable, sig.key, tensors, fmt == json_tensor.ROW)
         return json_tensor.encode_predict(outputs, fmt)
 
+    async def _predict_batched(self, parsed: _Request, body: bytes, context: dict[str, Any],
+                               servable: Any) -> bytes:
+        """``_predict`` through the server's batching: decoding and encoding where an
+        unbatched call would do them, the model call merged with concurrent requests."""
+        small = len(body) <= INLINE_MAX_BODY_BYTES
+
+        async def step(fn: Any, *args: Any) -> Any:
+            if small:
+                return fn(*args)
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+        def decode() -> tuple[Any, str, dict[str, np.ndarray]]:
+            self.limits.check_body(body)
+            doc = json_tensor.parse_json(body)
+            signature_name = json_tensor.signature_name(doc)
+            sig = self._resolve(parsed, context, servable).signature(signature_name)
+            return (sig, *json_tensor.decode_predict(doc, sig))
+
+        sig, fmt, tensors = await step(decode)
+        self.limits.check_inputs(tensors)
+        row = fmt == json_tensor.ROW
+        future = self.batching.schedule(servable, sig.key, tensors)
+        if future is None:  # not batchable: runs alone, as without batching
+            if small and getattr(servable, "inline", False):
+                outputs = self._call(servable, sig.key, tensors, row)
+            else:
+                outputs = await anyio.to_thread.run_sync(self._call, servable, sig.key, tensors,
+                                                         row, limiter=self.limiter)
+            return await step(json_tensor.encode_predict, outputs, fmt)
+        try:
+            outputs = await asyncio.wrap_future(future)
+        except ServingError as err:  # TensorFlow's errors name files: no server paths
+            raise containment.public_error(err, self.registry.root) from None
+        error = self.limits.response_error(outputs, row)
+        if error is not None:
+            del outputs
+            raise error
+        return await step(json_tensor.encode_predict, outputs, fmt)
+
     def _classify_or_regress(self, parsed: _Request, body: bytes, context: dict[str, Any],
                              servable: Any = None) -> bytes:
-        method = parsed.action
+        # TF Serving runs these as its gRPC Classify/Regress (classifier.cc, regressor.cc):
+        # the JSON is read into a request proto, then the same code checks and runs it.
+        classify = parsed.action == "classify"
+        method = classification.CLASSIFY_METHOD if classify else classification.REGRESS_METHOD
         self.limits.check_body(body)
         doc = json_tensor.parse_json(body)
-        signature_name = json_tensor.signature_name(doc)
-        examples = json_tensor.decode_examples(doc, method)
+        key = json_tensor.signature_name(doc) or json_tensor.DEFAULT_SIGNATURE
+        examples = json_tensor.decode_examples(doc, parsed.action)
         servable = self._resolve(parsed, context, servable)
-        sig = servable.signature(signature_name)
-        alias = json_tensor.check_example_signature(sig, method)
-        serialized = np.empty(len(examples), dtype=object)
-        serialized[:] = examples
-        outputs = self._call(servable, sig.key, {alias: serialized})
-        if method == "classify":
-            return json_tensor.encode_classify(outputs, len(examples))
-        return json_tensor.encode_regress(outputs, len(examples))
+        alias, fetch = classification.example_signature(servable.signatures, key, method)
+        serialized = classification.join_examples(examples)
+        outputs = self._call(servable, key, {alias: serialized}, fetch=fetch)
+        if classify:
+            classes, scores = classification.classification_arrays(outputs, len(examples))
+            return json_tensor.classify_json(classes, scores, len(examples))
+        return json_tensor.regress_json(classification.regression_values(outputs, len(examples)))
 
 
 def create_app(serving_root: str, *, poll_interval: float = 0.5,
                max_body_bytes: int = defaults.MAX_BODY_BYTES,
                workers: int | None = None,
+               batching: BatchingParameters | None = None,
                intra_op_threads: int = 0, inter_op_threads: int = 0,
                limits: Limits | None = None,
                allow_symlinks_outside_root: bool = False) -> Starlette:
@@ -332,7 +384,8 @@ def create_app(serving_root: str, *, poll_interval: float = 0.5,
     outside the root (refused by default, :mod:`serving.containment`).
 
     ``workers`` bounds the threads running TensorFlow (default: CPUs + 4, at
-    most 32).
+    most 32). ``batching``: merge concurrent predict calls as TF Serving's
+    ``--enable_batching`` does, with these parameters (None: no batching).
     ``intra_op_threads``/``inter_op_threads``: each version's session config, as TF
     Serving's ``--tensorflow_intra_op_parallelism``/``--tensorflow_inter_op_parallelism``.
     """
@@ -342,6 +395,8 @@ def create_app(serving_root: str, *, poll_interval: float = 0.5,
                              allow_outside_root=allow_symlinks_outside_root)
     api = RestApi(registry, max_body_bytes=max_body_bytes,
                   workers=workers or min(32, (os.cpu_count() or 1) + 4), limits=limits)
+    if batching is not None:
+        api.batching = ServerBatching(batching)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -354,6 +409,8 @@ def create_app(serving_root: str, *, poll_interval: float = 0.5,
             yield
         finally:
             registry.stop()
+            if api.batching is not None:
+                api.batching.stop()
 
     app = Starlette(routes=[Mount("/", app=api)], lifespan=lifespan)
     app.state.registry = registry

@@ -55,40 +55,28 @@ def set_intra_op_threads(threads: int) -> int:
     Must run before TensorFlow runs anything in this process; if it already has, the
     current setting stays and a warning says so.
     """
-    import tensorflow as tf
-
-    if threads < 0:
-        raise ValueError(f"intra-op threads must be >= 0, not {threads}")
-    if tf.config.threading.get_intra_op_parallelism_threads() == threads:
-        return threads
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-    except RuntimeError as err:  # TensorFlow's runtime is already initialised
-        current = tf.config.threading.get_intra_op_parallelism_threads()
-        log.warning("cannot set TensorFlow's intra-op threads to %d (%s); keeping %d",
-                    threads, err, current)
-        return current
-    return threads
+    return _set_threads("intra", threads)
 
 
 def set_inter_op_threads(threads: int) -> int:
-    """Sizes TensorFlow's inter-op thread pool (0: TensorFlow's default); returns the size set.
+    """Sizes TensorFlow's inter-op thread pool, as :func:`set_intra_op_threads`."""
+    return _set_threads("inter", threads)
 
-    Like :func:`set_intra_op_threads`: must run before TensorFlow runs anything.
-    """
+
+def _set_threads(kind: str, threads: int) -> int:
     import tensorflow as tf
 
+    get = getattr(tf.config.threading, f"get_{kind}_op_parallelism_threads")
     if threads < 0:
-        raise ValueError(f"inter-op threads must be >= 0, not {threads}")
-    if tf.config.threading.get_inter_op_parallelism_threads() == threads:
+        raise ValueError(f"{kind}-op threads must be >= 0, not {threads}")
+    if get() == threads:
         return threads
     try:
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        getattr(tf.config.threading, f"set_{kind}_op_parallelism_threads")(threads)
     except RuntimeError as err:  # TensorFlow's runtime is already initialised
-        current = tf.config.threading.get_inter_op_parallelism_threads()
-        log.warning("cannot set TensorFlow's inter-op threads to %d (%s); keeping %d",
-                    threads, err, current)
-        return current
+        log.warning("cannot set TensorFlow's %s-op threads to %d (%s); keeping %d",
+                    kind, threads, err, get())
+        return get()
     return threads
 
 
@@ -106,8 +94,8 @@ def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
           max_body_bytes: int = defaults.MAX_BODY_BYTES,
           workers: int | None = None, intra_op_threads: int | None = None,
           inter_op_threads: int = 0, access_log: bool = False, log_level: str = "info",
-          grpc_port: int = defaults.GRPC_PORT, limits: Any = None,
-          allow_symlinks_outside_root: bool = False) -> None:
+          grpc_port: int = defaults.GRPC_PORT, batching: Any = None,
+          limits: Any = None, allow_symlinks_outside_root: bool = False) -> None:
     """Runs the server until interrupted (binds loopback unless ``host`` says otherwise).
 
     ``intra_op_threads``: threads TensorFlow may use inside one op (0: TensorFlow's
@@ -118,6 +106,8 @@ def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
     TensorFlow's process-wide pools (which TensorFlow sizes once, at first use, from
     whichever session or eager context comes first; setting both keeps them equal).
     ``grpc_port``: where the gRPC API listens on ``host`` (0: no gRPC).
+    ``batching``: a :class:`serving.batching.BatchingParameters` to merge concurrent
+    predict calls as TF Serving's ``--enable_batching`` does (None: no batching).
     """
     # Before anything imports TensorFlow: its allocator reads the limit once.
     cap = request_limits.limit_tensorflow_memory(limits or request_limits.Limits())
@@ -147,9 +137,11 @@ def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
     log.info("TensorFlow inter-op threads: %s",
              inter_threads or "TensorFlow's default")
     app = create_app(serving_root, poll_interval=poll_interval, max_body_bytes=max_body_bytes,
-                     workers=workers, intra_op_threads=threads,
+                     workers=workers, batching=batching, intra_op_threads=threads,
                      inter_op_threads=inter_threads, limits=limits,
                      allow_symlinks_outside_root=allow_symlinks_outside_root)
+    if batching is not None:
+        log.info("batching: on (%s)", batching)
     if grpc_port:
         add_grpc(app, host, grpc_port)
     else:
@@ -162,9 +154,9 @@ def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
 def add_grpc(app: Any, host: str, port: int) -> None:
     """Adds TF Serving's gRPC API (:mod:`serving.grpc_api`) to the app's lifespan.
 
-    It runs on uvicorn's event loop over the app's registry, metrics and worker pool,
-    starts once the initial versions have loaded (as TF Serving opens its ports) and
-    stops before the registry does. A port that cannot be bound stops the server.
+    It runs on uvicorn's event loop over the app's registry, metrics, worker pool and
+    request limits, starts once the initial versions have loaded (as TF Serving opens its
+    ports) and stops before the registry does. A port that cannot be bound stops the server.
     """
     from serving import grpc_api
 
@@ -173,8 +165,8 @@ def add_grpc(app: Any, host: str, port: int) -> None:
     @contextlib.asynccontextmanager
     async def lifespan(app_: Any) -> AsyncIterator[None]:
         async with inner(app_):
-            api = grpc_api.GrpcApi(app.state.registry, metrics=app.state.api.metrics,
-                                   limiter=app.state.api.limiter)
+            # One owner: REST's registry, metrics, pool, limits, heavy gate, releaser.
+            api = grpc_api.GrpcApi.beside(app.state.api)
             try:
                 server = await grpc_api.start(api, host, port)
             except OSError as err:
@@ -218,6 +210,15 @@ def add_arguments(parser: argparse.ArgumentParser, *, serving_dir: bool = True) 
                         help="ops of one call TensorFlow may run at once, TF Serving's "
                              "--tensorflow_inter_op_parallelism (default: %(default)s, "
                              "TensorFlow's default, as TF Serving)")
+    parser.add_argument("--enable-batching", action="store_true",
+                        help="merge concurrent predict requests to the same signature into "
+                             "one call, as TF Serving's --enable_batching")
+    parser.add_argument("--batching-parameters-file", default=None, metavar="FILE",
+                        help="a BatchingParameters text proto, as TF Serving's "
+                             "--batching_parameters_file (max_batch_size, "
+                             "batch_timeout_micros, max_enqueued_batches, num_batch_threads, "
+                             "allowed_batch_sizes, pad_variable_length_inputs); unset fields "
+                             "take TF Serving's defaults")
     parser.add_argument("--allow-symlinks-outside-root", action="store_true",
                         help="load versions whose files (at any depth) resolve outside the "
                              "serving root through symlinks; refused by default")
@@ -246,11 +247,23 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         read_config(args.serving_dir)
     except (ConfigError, OSError) as err:
         parser.error(str(err))
+    batching = None
+    if args.batching_parameters_file and not args.enable_batching:
+        # TF Serving refuses the same combination (server.cc).
+        parser.error("--batching-parameters-file is set without --enable-batching")
+    if args.enable_batching:
+        from serving.batching import BatchingParameters, read_batching_parameters
+
+        try:
+            batching = (read_batching_parameters(args.batching_parameters_file)
+                        if args.batching_parameters_file else BatchingParameters())
+        except ValueError as err:
+            parser.error(str(err))
     serve(args.serving_dir, args.host, args.port, poll_interval=args.poll_interval,
           max_body_bytes=args.max_body_bytes, workers=args.workers,
           intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads,
           access_log=args.access_log,
-          log_level=args.log_level, grpc_port=args.grpc_port,
+          log_level=args.log_level, grpc_port=args.grpc_port, batching=batching,
           limits=request_limits.from_args(parser, args),
           allow_symlinks_outside_root=args.allow_symlinks_outside_root)
     return 0

@@ -354,6 +354,16 @@ class ModelRegistry:
         """True if ``name`` is a model being watched."""
         return name in self._models
 
+    def served_versions(self, name: str) -> dict[int, Any]:
+        """The versions of ``name`` answering requests now: ``{version: servable}``."""
+        model = self._models.get(name)
+        return dict(model.serving) if model is not None else {}
+
+    def labels(self, name: str) -> dict[str, int]:
+        """``name``'s version labels (``{label: version}``) from its config."""
+        model = self._models.get(name)
+        return dict(model.config.labels) if model is not None else {}
+
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Any:
         """The servable answering a request for ``name`` (+ version or label).
 
@@ -380,12 +390,10 @@ class ModelRegistry:
             raise invalid_argument(f"Unrecognized servable version label: {echo(label)}")
         return labels[label]
 
-    def status(self, name: str, version: int | None = None,
-               label: str | None = None) -> dict[str, Any]:
-        """The GetModelStatus response (versions newest first)."""
-        if label is not None:
-            with self._lock:
-                version = self._label_version(self._models.get(name), label)
+    def status(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """The GetModelStatus response (versions newest first). There is no label argument:
+        TF Serving's GetModelStatus reads only the model spec's name and version
+        (get_model_status_impl.cc), so a status request with a label lists every version."""
         return {"model_version_status": [state.to_json(v) for v, state
                                          in self.version_states(name, version)]}
 

@@ -18,9 +18,6 @@ from components.servable_evaluator.checks import evaluate
 from components.servable_evaluator.report import render_markdown
 from tfserving.filesystems import ensure_filesystem
 
-REPORT_JSON = "report.json"
-REPORT_MARKDOWN = "report.md"
-
 
 class Executor(base_executor.BaseExecutor):
     """Blesses the model only if every check passes."""
@@ -35,9 +32,9 @@ class Executor(base_executor.BaseExecutor):
         for uri in (model.uri, blessing.uri):  # s3:// needs tensorflow-io's filesystem
             ensure_filesystem(uri)
         report = evaluate(path_utils.serving_model_path(model.uri), spec)
-        io_utils.write_string_file(os.path.join(blessing.uri, REPORT_JSON),
+        io_utils.write_string_file(os.path.join(blessing.uri, specs.REPORT_JSON),
                                    json.dumps(report, indent=2, sort_keys=True))
-        io_utils.write_string_file(os.path.join(blessing.uri, REPORT_MARKDOWN),
+        io_utils.write_string_file(os.path.join(blessing.uri, specs.REPORT_MARKDOWN),
                                    render_markdown(report))
         blessed = bool(report["blessed"])
         io_utils.write_string_file(os.path.join(

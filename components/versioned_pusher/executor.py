@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from absl import logging
@@ -9,6 +10,7 @@ from tfx import types
 from tfx.types import artifact_utils
 
 from components import specs
+from components.versioned_pusher.extras import version_files
 from components.versioned_pusher.publish import PublishError, publish
 from components.versioned_pusher.pusher_base import PusherBase
 from tfserving.filesystems import ensure_filesystem
@@ -38,13 +40,19 @@ class Executor(PusherBase):
             pushed_model.set_string_custom_property("reason", f"not_blessed: {reason}")
             logging.info("Servable %s not pushed: not blessed (%s)", name, reason)
             return
+        model_dir = self.GetModelPath(input_dict)
+        blessing = artifact_utils.get_single_instance(input_dict[specs.MODEL_BLESSING])
+        report = os.path.join(blessing.uri, specs.REPORT_MARKDOWN)
         # models.config is left to the ServingConfig step: one writer after all pushers.
         try:
             result = publish(
-                self.GetModelPath(input_dict), exec_properties["serving_root"], name,
+                model_dir, exec_properties["serving_root"], name,
                 fingerprint=model.get_string_custom_property("fingerprint") or None,
                 keep=serving.keep, config=serving.model_config(name), write_config=False,
-                config_base_path=exec_properties.get("config_base_path") or None)
+                config_base_path=exec_properties.get("config_base_path") or None,
+                # assets.extra/openapi.json (it names the version) and the blessing report.
+                extra_files=lambda version: version_files(
+                    model_dir, name, version, examples=serving.examples, report_path=report))
         except Exception as err:  # noqa: BLE001 - any failure is this servable's, by name
             raise PublishError.wrap(name, exec_properties["serving_root"], err) from err
         if result.pushed:

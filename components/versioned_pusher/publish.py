@@ -56,7 +56,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -307,6 +307,29 @@ def _parents(rel: str) -> list[str]:
     """'a/b/c' -> ['a', 'a/b']."""
     parts = rel.split("/")[:-1]
     return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _write_extra_files_local(dst: str, files: Mapping[str, bytes]) -> None:
+    """Writes (or replaces) files under the new local dir `dst`, fsynced."""
+    for rel, data in files.items():
+        path = os.path.join(dst, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(os.path.dirname(path))
+    if files:
+        _fsync_dir(dst)
+
+
+def _write_extra_files_gfile(dst: str, files: Mapping[str, bytes]) -> None:
+    gfile = _gfile()
+    for rel, data in files.items():
+        path = join(dst, rel)
+        gfile.makedirs(os.path.dirname(path))
+        with gfile.GFile(path, "wb") as f:
+            f.write(data)
 
 
 def _remove_path(path: str) -> None:
@@ -588,6 +611,7 @@ def publish(source_dir: str, serving_root: str, model_name: str, *,
             fingerprint: str | None = None, keep: int | None = None,
             config: ModelConfig | None = None,
             config_base_path: str | None = None, write_config: bool = True,
+            extra_files: Callable[[int], Mapping[str, bytes]] | None = None,
             retention_grace: float | None = None) -> PublishResult:
     """Publish the SavedModel at `source_dir` as the next version of `model_name`.
 
@@ -601,6 +625,9 @@ def publish(source_dir: str, serving_root: str, model_name: str, *,
     An unchanged push only rewrites models.config if this model's entry would change.
     `write_config=False` leaves models.config to :func:`write_models_config` (the pipeline's
     fan-in writer); versions it pins or labels are protected either way.
+    `extra_files(version)` gives files to add to the new version (path inside it -> bytes,
+    e.g. assets.extra/openapi.json): in place before the version appears (remote roots:
+    staged with the SavedModel, moved before saved_model.pb).
 
     Local roots: locked, atomic (temp dir + fsync + rename); a failed copy leaves the root as it
     was (apart from the model dir and its .lock file, created on the first push) and re-raises.
@@ -650,12 +677,14 @@ def publish(source_dir: str, serving_root: str, model_name: str, *,
 
         version = _next_version(model_root)
         destination = os.path.join(model_root, str(version))
+        extras = dict(extra_files(version)) if extra_files else {}
         if remote:
-            destination = _publish_remote(source_dir, model_root, version)
+            destination = _publish_remote(source_dir, model_root, version, extras)
         else:
             tmp = os.path.join(model_root, _tmp_name("", version))
             try:
                 _copy_tree_local(source_dir, tmp)
+                _write_extra_files_local(tmp, extras)
                 os.rename(tmp, destination)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
