@@ -239,8 +239,11 @@ def test_version_directory_deleted_under_a_served_model_keeps_serving(tmp_path):
         thread = threading.Thread(target=client)
         thread.start()
         time.sleep(0.3)
-        shutil.rmtree(os.path.join(root, "sum_two", "1"))
+        # The successor appears first and its old version is deleted while it loads. (With
+        # no version on disk at all, nothing is aspired and, as in TF Serving, the model
+        # stops serving: deleting first would race the next scan.)
         add_version(root, "sum_two", 2, "sum_two")
+        shutil.rmtree(os.path.join(root, "sum_two", "1"))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             status = httpx.get(f"{server.url}/v1/models/sum_two").json()
