@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from tfserving.json_tensor import DEFAULT_SIGNATURE
+from tfserving.json_tensor import DEFAULT_SIGNATURE, as_bytes
 from tfserving.status import ServingError, echo, invalid_argument
 
 CLASSIFY_INPUTS = "inputs"
@@ -223,7 +223,7 @@ def classification_result(classes: np.ndarray | None, scores: np.ndarray | None,
     if source is None:
         return result
     batch, num_classes = source.shape
-    labels = None if classes is None else [_as_bytes(v) for v in classes.ravel()]
+    labels = None if classes is None else [as_bytes(v) for v in classes.ravel()]
     values = None if scores is None else scores.astype(np.float32).ravel().tolist()
     for i in range(batch):
         entry = result.classifications.add()
@@ -241,11 +241,3 @@ def regression_result(values: np.ndarray, result: Any) -> Any:
     for value in values.astype(np.float32).tolist():
         result.regressions.add().value = value
     return result
-
-
-def _as_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    return bytes(value)

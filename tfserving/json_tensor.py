@@ -1286,9 +1286,9 @@ def _tensor_json(name: str, arr: np.ndarray, rows: bool) -> list[bytes]:
         flat = arr.ravel()
         converted = np.empty(flat.size, dtype=object)
         if as_b64:
-            converted[:] = [{"b64": base64.b64encode(_as_bytes(b)).decode("ascii")} for b in flat]
+            converted[:] = [{"b64": base64.b64encode(as_bytes(b)).decode("ascii")} for b in flat]
         else:
-            converted[:] = [_as_bytes(b).decode("utf-8", "replace") for b in flat]
+            converted[:] = [as_bytes(b).decode("utf-8", "replace") for b in flat]
         nested = converted.reshape(arr.shape).tolist()
         return [orjson.dumps(row) for row in nested] if rows else [orjson.dumps(nested)]
     if arr.ndim == 0:  # (np.ascontiguousarray would make it 1-d)
@@ -1299,7 +1299,8 @@ def _tensor_json(name: str, arr: np.ndarray, rows: bool) -> list[bytes]:
     return [orjson.dumps(arr, option=orjson.OPT_SERIALIZE_NUMPY)]
 
 
-def _as_bytes(value: Any) -> bytes:
+def as_bytes(value: Any) -> bytes:
+    """A string tensor element as bytes (``str`` is UTF-8 encoded)."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
@@ -1456,7 +1457,7 @@ def classify_json(classes: np.ndarray | None, scores: np.ndarray | None,
     source = classes if classes is not None else scores
     num_classes = 0 if source is None else source.shape[1]
     count = num_examples * num_classes
-    labels = ([orjson.dumps(_as_bytes(c).decode("utf-8", "replace")) for c in classes.ravel()]
+    labels = ([orjson.dumps(as_bytes(c).decode("utf-8", "replace")) for c in classes.ravel()]
               if classes is not None else [b'""'] * count)
     score_texts = ([t.encode() for t in float_texts(scores.astype(np.float32, copy=False))]
                    if scores is not None else [b"0.0"] * count)
