@@ -34,14 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the hello-world app on 127.0.0.1 until interrupted."""
     import uvicorn
 
-    from serving.main import _uvicorn_speedups
+    from serving.main import _uvicorn_loop
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     app = Starlette(routes=[Mount("/", app=hello)])
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
-                proxy_headers=False, server_header=False, **_uvicorn_speedups())
+                proxy_headers=False, server_header=False, loop=_uvicorn_loop(),
+                http="httptools")
     return 0
 
 

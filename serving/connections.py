@@ -150,7 +150,8 @@ def protocol_class(limits: Limits, max_connections: int) -> type[asyncio.Protoco
 
 
 def uvicorn_options(limits: Limits) -> dict[str, Any]:
-    """uvicorn.run() options for the protocol, keep-alive timeout and connection cap."""
+    """uvicorn.run() options for the protocol (``http``: httptools with the guards of this
+    module, else uvicorn's ``auto``), keep-alive timeout and connection cap."""
     import importlib.util
 
     options: dict[str, Any] = {"timeout_keep_alive": limits.keep_alive_timeout}
@@ -158,7 +159,7 @@ def uvicorn_options(limits: Limits) -> dict[str, Any]:
     if importlib.util.find_spec("httptools") is None:
         log.warning("httptools is not installed: request timeouts and the connection cap are "
                     "off (uvicorn's h11 protocol)")
-        return options
+        return {**options, "http": "auto"}
     options["http"] = protocol_class(limits, cap)
     log.info("connections: at most %d; headers within %gs, body within %gs, idle keep-alive "
              "%gs", cap, limits.header_timeout, limits.body_timeout, limits.keep_alive_timeout)

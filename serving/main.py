@@ -80,12 +80,12 @@ def _set_threads(kind: str, threads: int) -> int:
     return threads
 
 
-def _uvicorn_speedups() -> dict[str, str]:
-    """uvicorn's ``loop``/``http`` options: uvloop and httptools if importable, else auto."""
+def _uvicorn_loop() -> str:
+    """uvicorn's ``loop`` option: uvloop if importable, else auto (the HTTP protocol is
+    :func:`serving.connections.uvicorn_options`'s)."""
     import importlib.util
 
-    return {"loop": "uvloop" if importlib.util.find_spec("uvloop") else "auto",
-            "http": "httptools" if importlib.util.find_spec("httptools") else "auto"}
+    return "uvloop" if importlib.util.find_spec("uvloop") else "auto"
 
 
 def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
@@ -109,8 +109,9 @@ def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
     ``batching``: a :class:`serving.batching.BatchingParameters` to merge concurrent
     predict calls as TF Serving's ``--enable_batching`` does (None: no batching).
     """
+    limits = limits or request_limits.Limits()
     # Before anything imports TensorFlow: its allocator reads the limit once.
-    cap = request_limits.limit_tensorflow_memory(limits or request_limits.Limits())
+    cap = request_limits.limit_tensorflow_memory(limits)
     import uvicorn
 
     from serving import connections
@@ -130,10 +131,10 @@ def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
         intra_op_threads = default_intra_op_threads()
     threads = set_intra_op_threads(intra_op_threads)
     inter_threads = set_inter_op_threads(inter_op_threads)
-    speedups = _uvicorn_speedups()
+    options = {"loop": _uvicorn_loop(), **connections.uvicorn_options(limits)}
     log.info("TensorFlow intra-op threads: %s; uvicorn loop %s, http %s",
-             threads or f"TensorFlow's default ({available_cpus()} CPUs)", speedups["loop"],
-             speedups["http"])
+             threads or f"TensorFlow's default ({available_cpus()} CPUs)", options["loop"],
+             "auto" if options["http"] == "auto" else "httptools")
     log.info("TensorFlow inter-op threads: %s",
              inter_threads or "TensorFlow's default")
     app = create_app(serving_root, poll_interval=poll_interval, max_body_bytes=max_body_bytes,
@@ -147,8 +148,7 @@ def serve(serving_root: str = defaults.SERVING_DIR, host: str = defaults.HOST,
     else:
         log.info("gRPC: off (--grpc-port 0)")
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                lifespan="on", proxy_headers=False, server_header=False,
-                **{**speedups, **connections.uvicorn_options(limits or request_limits.Limits())})
+                lifespan="on", proxy_headers=False, server_header=False, **options)
 
 
 def add_grpc(app: Any, host: str, port: int) -> None:
