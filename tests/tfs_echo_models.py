@@ -17,14 +17,9 @@ Written in TF1 graph mode, as TF Serving's testdata, by a child process
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.tfs_testdata import ChildBuiltModels
 
 # Model name -> {input alias: dtype}, echoed as outputs of the same aliases (json_tensor_test.cc).
 ECHO_MODELS: dict[str, dict[str, str]] = {
@@ -48,35 +43,13 @@ SPECIAL_MODELS = ("complex_out", "scalar_out", "batch_mismatch", "zero_batch", "
                   "example_echo_regress", "fixed_results")
 KINDS = tuple(ECHO_MODELS) + SPECIAL_MODELS
 
-_STORE: dict[str, str] = {}
-_STORE_DIR: list[str] = []
-
-
-def build(targets: dict[str, str]) -> None:
-    """Writes each ``{kind: export_dir}`` in one child process (TF1 graph mode)."""
-    unknown = sorted(set(targets) - set(KINDS))
-    if unknown:
-        raise ValueError(f"unknown echo model(s) {unknown}; valid: {', '.join(KINDS)}")
-    args = [item for kind, path in targets.items() for item in (kind, os.path.abspath(path))]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
-    proc = subprocess.run([sys.executable, "-m", "tests.tfs_echo_models", *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"building {sorted(targets)} failed:\n{proc.stderr[-4000:]}")
+_MODELS = ChildBuiltModels("tests.tfs_echo_models", KINDS, "1", timeout=600, label="echo")
+build = _MODELS.build
 
 
 def echo_models(*kinds: str) -> dict[str, str]:
     """Export dirs of the given models (all when none given), built once per test session."""
-    kinds = kinds or KINDS
-    if not _STORE_DIR:
-        _STORE_DIR.append(tempfile.mkdtemp(prefix="tfs-echo-"))
-        atexit.register(shutil.rmtree, _STORE_DIR[0], True)
-    missing = {kind: os.path.join(_STORE_DIR[0], kind, "1") for kind in kinds
-               if kind not in _STORE}
-    if missing:
-        build(missing)
-        _STORE.update(missing)
-    return {kind: _STORE[kind] for kind in kinds}
+    return _MODELS.get(*(kinds or KINDS))
 
 
 # ------------------------------------------------------------ in the child process

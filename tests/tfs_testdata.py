@@ -39,21 +39,46 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KINDS = ("half_plus_two", "half_plus_two_main_op", "half_plus_three", "counter")
 ASSET_CONTENTS = "asset-file-contents"
 
-_STORE: dict[str, str] = {}
-_STORE_DIR: list[str] = []
+class ChildBuiltModels:
+    """Models written by ``python -m <module> KIND DIR ...`` (TF1 graph mode is
+    process-global), built on first use and kept for the test session."""
+
+    def __init__(self, module: str, kinds: tuple[str, ...], version: str, *,
+                 timeout: float, label: str):
+        self.module, self.kinds, self.version = module, kinds, version
+        self.timeout, self.label = timeout, label
+        self._store: dict[str, str] = {}
+        self._dir = ""
+
+    def build(self, targets: dict[str, str]) -> None:
+        """Writes each ``{kind: export_dir}`` in one child process."""
+        unknown = sorted(set(targets) - set(self.kinds))
+        if unknown:
+            raise ValueError(f"unknown {self.label} model(s) {unknown}; valid: "
+                             f"{', '.join(self.kinds)}")
+        args = [item for kind, path in targets.items() for item in (kind, os.path.abspath(path))]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+        proc = subprocess.run([sys.executable, "-m", self.module, *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=self.timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"building {sorted(targets)} failed:\n{proc.stderr[-4000:]}")
+
+    def get(self, *kinds: str) -> dict[str, str]:
+        """Export dirs of ``kinds``, the missing ones built together in one child."""
+        if not self._dir:
+            self._dir = tempfile.mkdtemp(prefix=f"tfs-{self.label}-")
+            atexit.register(shutil.rmtree, self._dir, True)
+        missing = {kind: os.path.join(self._dir, kind, self.version)
+                   for kind in kinds if kind not in self._store}
+        if missing:
+            self.build(missing)
+            self._store.update(missing)
+        return {kind: self._store[kind] for kind in kinds}
 
 
-def build(targets: dict[str, str]) -> None:
-    """Writes each ``{kind: export_dir}`` in one child process (TF1 graph mode)."""
-    unknown = sorted(set(targets) - set(KINDS))
-    if unknown:
-        raise ValueError(f"unknown testdata model(s) {unknown}; valid: {', '.join(KINDS)}")
-    args = [item for kind, path in targets.items() for item in (kind, os.path.abspath(path))]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
-    proc = subprocess.run([sys.executable, "-m", "tests.tfs_testdata", *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        raise RuntimeError(f"building {sorted(targets)} failed:\n{proc.stderr[-4000:]}")
+_MODELS = ChildBuiltModels("tests.tfs_testdata", KINDS, "00000123", timeout=300,
+                           label="testdata")
+build = _MODELS.build
 
 
 def build_half_plus_two(export_dir: str, *, main_op: bool = False) -> str:
@@ -79,15 +104,7 @@ def tfs_models(*kinds: str) -> dict[str, str]:
 
     Tests that change a model's state (the counter) should copy it first.
     """
-    if not _STORE_DIR:
-        _STORE_DIR.append(tempfile.mkdtemp(prefix="tfs-testdata-"))
-        atexit.register(shutil.rmtree, _STORE_DIR[0], True)
-    missing = {kind: os.path.join(_STORE_DIR[0], kind, "00000123")
-               for kind in kinds if kind not in _STORE}
-    if missing:
-        build(missing)
-        _STORE.update(missing)
-    return {kind: _STORE[kind] for kind in kinds}
+    return _MODELS.get(*kinds)
 
 
 # ------------------------------------------------------------ in the child process
