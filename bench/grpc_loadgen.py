@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.loadgen import _Stats, percentile  # noqa: E402 - after the path set-up
+from bench.loadgen import _Stats, require_loopback, summarize  # noqa: E402 - after path set-up
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 _OPTIONS = [("grpc.max_receive_message_length", 2**31 - 1),
@@ -65,13 +64,7 @@ async def run_load(target: str, method: str, body: bytes, *, concurrency: int,
                    duration: float, warmup: float = 0.5,
                    max_requests: int = 1_000_000) -> dict:
     """Runs the closed-loop load and returns its summary (latencies in ms)."""
-    host = target.rsplit(":", 1)[0].strip("[]")
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        raise ValueError(f"refusing to load {host!r}: only loopback addresses are allowed")
+    require_loopback(target.rsplit(":", 1)[0].strip("[]"))
     stats = _Stats()
     start = time.perf_counter()
     warm_until = start + warmup
@@ -79,16 +72,7 @@ async def run_load(target: str, method: str, body: bytes, *, concurrency: int,
     await asyncio.gather(*(_client(target, method, body, warm_until, deadline, max_requests,
                                    stats) for _ in range(concurrency)))
     seconds = max(1e-9, min(time.perf_counter(), deadline) - warm_until)
-    ms = sorted(v * 1000.0 for v in stats.latencies)
-    return {
-        "url": f"grpc://{target}{method}", "concurrency": concurrency,
-        "duration_s": round(seconds, 3), "requests": len(ms), "errors": stats.errors,
-        "statuses": stats.statuses, "first_error": stats.first_error,
-        "rps": len(ms) / seconds, "p50_ms": percentile(ms, 0.50),
-        "p90_ms": percentile(ms, 0.90), "p99_ms": percentile(ms, 0.99),
-        "max_ms": ms[-1] if ms else float("nan"),
-        "mean_ms": sum(ms) / len(ms) if ms else float("nan"),
-    }
+    return summarize(f"grpc://{target}{method}", concurrency, seconds, stats)
 
 
 def main(argv: list[str] | None = None) -> int:

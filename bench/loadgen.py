@@ -125,12 +125,7 @@ async def run_load(url: str, body: bytes, *, concurrency: int, duration: float,
     """Runs the closed-loop load and returns its summary (latencies in ms)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or 80
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        raise ValueError(f"refusing to load {host!r}: only loopback addresses are allowed")
+    require_loopback(host)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     request = _request_bytes(host, port, path, body)
     stats = _Stats()
@@ -140,12 +135,26 @@ async def run_load(url: str, body: bytes, *, concurrency: int, duration: float,
     await asyncio.gather(*(_client(host, port, request, warm_until, deadline, max_requests,
                                    stats) for _ in range(concurrency)))
     seconds = max(1e-9, min(time.perf_counter(), deadline) - warm_until)
-    lat = sorted(stats.latencies)
-    ms = [v * 1000.0 for v in lat]
+    return summarize(url, concurrency, seconds, stats)
+
+
+def require_loopback(host: str) -> None:
+    """Load is only ever sent to this machine's loopback addresses."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ValueError(f"refusing to load {host!r}: only loopback addresses are allowed")
+
+
+def summarize(url: str, concurrency: int, seconds: float, stats: _Stats) -> dict:
+    """A load run's summary: requests, statuses, req/s and latencies in ms."""
+    ms = sorted(v * 1000.0 for v in stats.latencies)
     return {
         "url": url, "concurrency": concurrency, "duration_s": round(seconds, 3),
-        "requests": len(lat), "errors": stats.errors, "statuses": stats.statuses,
-        "first_error": stats.first_error, "rps": len(lat) / seconds,
+        "requests": len(ms), "errors": stats.errors, "statuses": stats.statuses,
+        "first_error": stats.first_error, "rps": len(ms) / seconds,
         "p50_ms": percentile(ms, 0.50), "p90_ms": percentile(ms, 0.90),
         "p99_ms": percentile(ms, 0.99), "max_ms": ms[-1] if ms else float("nan"),
         "mean_ms": sum(ms) / len(ms) if ms else float("nan"),
