@@ -19,6 +19,7 @@ S3 settings are tensorflow-io's environment variables: ``S3_ENDPOINT`` (e.g.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 
 # Schemes tensorflow-io 0.37 registers (its libtensorflow_io_plugins.so).
@@ -128,3 +129,12 @@ def rmtree(path: str) -> None:
     for directory, _, _ in reversed(levels):
         with contextlib.suppress(tf.errors.NotFoundError):
             tf.io.gfile.rmtree(directory)  # empty by now
+
+
+def fsync_dir(path: str) -> None:
+    """Makes a local directory's entries (a rename, a new file) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

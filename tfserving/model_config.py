@@ -17,6 +17,7 @@ import secrets
 import types
 from collections.abc import Iterable, Mapping
 
+from tfserving.filesystems import fsync_dir
 from tfserving.layout import INT64_MAX, MODEL_NAME, valid_model_name
 
 CONFIG_FILE = "models.config"
@@ -217,11 +218,7 @@ def write(serving_root: str, proto) -> str:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fd = os.open(serving_root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(serving_root)
     return path
 
 

@@ -61,7 +61,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfserving import defaults, model_config
-from tfserving.filesystems import ensure_filesystem, is_remote, join, listdir, rmtree
+from tfserving.filesystems import (
+    ensure_filesystem,
+    fsync_dir,
+    is_remote,
+    join,
+    listdir,
+    rmtree,
+)
 from tfserving.filesystems import walk as gfile_walk
 from tfserving.fingerprint import servable_fingerprint
 from tfserving.layout import INT64_MAX, parse_version, valid_model_name
@@ -217,14 +224,6 @@ def _flock(path: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _list_tree(root: str) -> tuple[list[str], list[str]]:
     """Relative (dirs parents first, files with saved_model.pb last) under a SavedModel dir."""
     root = root.rstrip("/")
@@ -263,8 +262,8 @@ def _copy_tree_local(source_dir: str, dst: str) -> None:
     for rel in files:
         _copy_file(os.path.join(source_dir, rel), os.path.join(dst, rel))
     for rel in reversed(dirs):
-        _fsync_dir(os.path.join(dst, rel))
-    _fsync_dir(dst)
+        fsync_dir(os.path.join(dst, rel))
+    fsync_dir(dst)
 
 
 def _publish_remote(source_dir: str, model_root: str, version: int,
@@ -318,9 +317,9 @@ def _write_extra_files_local(dst: str, files: Mapping[str, bytes]) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(os.path.dirname(path))
+        fsync_dir(os.path.dirname(path))
     if files:
-        _fsync_dir(dst)
+        fsync_dir(dst)
 
 
 def _write_extra_files_gfile(dst: str, files: Mapping[str, bytes]) -> None:
@@ -599,7 +598,7 @@ def _apply_retention(model_root: str, keep: int, protected: set[int],
             log.warning("Could not remove version %d of %s: %s; the next push will retry.",
                         version, model_root, err)
     if trash:
-        _fsync_dir(model_root)
+        fsync_dir(model_root)
     for path in trash:
         shutil.rmtree(path, ignore_errors=True)
         if os.path.lexists(path):
@@ -654,7 +653,7 @@ def publish(source_dir: str, serving_root: str, model_name: str, *,
         os.makedirs(serving_root, exist_ok=True)
         if not os.path.isdir(model_root):
             os.makedirs(model_root, exist_ok=True)
-            _fsync_dir(serving_root)
+            fsync_dir(serving_root)
         lock = _flock(os.path.join(model_root, LOCK_FILENAME))
 
     with lock:
@@ -689,7 +688,7 @@ def publish(source_dir: str, serving_root: str, model_name: str, *,
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            _fsync_dir(model_root)
+            fsync_dir(model_root)
         log.info("Published %s as %s", source_dir, destination)
 
         grace = defaults.RETENTION_GRACE_SECONDS if retention_grace is None else retention_grace
