@@ -62,7 +62,7 @@ import anyio
 import numpy as np
 import orjson
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
@@ -117,17 +117,27 @@ class _Request:
         self.action = action  # predict | classify | regress | status | metadata
 
 
+def _content_length(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return value.decode("latin-1")
+    return None
+
+
+def _malformed(http_method: str, path: str) -> ServingError:
+    return invalid_argument(f"Malformed request: {http_method} {echo(path)}")
+
+
 def parse_path(http_method: str, path: str) -> _Request:
     """Parses a raw (still percent-encoded) ``/v1/...`` path like TF Serving."""
-    malformed = invalid_argument(f"Malformed request: {http_method} {echo(path)}")
     if http_method == "POST":
         match = _PREDICT_PATH.fullmatch(path)
     elif http_method == "GET":
         match = _STATUS_PATH.fullmatch(path)
     else:
-        raise malformed
+        raise _malformed(http_method, path)
     if match is None:
-        raise malformed
+        raise _malformed(http_method, path)
     name, version_text, label, action = match.groups()
     model = unquote(name, errors="replace") if name else ""
     version = None
@@ -140,7 +150,7 @@ def parse_path(http_method: str, path: str) -> _Request:
     if http_method == "POST":
         # TF Serving compares the method case-sensitively after a case-insensitive match.
         if action not in ("predict", "classify", "regress"):
-            raise malformed
+            raise _malformed(http_method, path)
     else:
         action = "metadata" if action == "metadata" else "status"
         if not model:
@@ -169,21 +179,26 @@ class RestApi:
         """Answers one HTTP request."""
         if scope["type"] != "http":
             return
-        request = Request(scope, receive)
-        heavy = self.limits.is_heavy(request.method, request.headers.get("content-length"))
-        async with self.heavy.hold(heavy):  # before the body is read
-            response = await self._respond(request)
+        # Straight from the ASGI scope: a Starlette Request per call costs more than the
+        # whole predict call of a small model.
+        method = scope["method"]
+        heavy = self.limits.is_heavy(method, _content_length(scope))
+        if heavy:
+            async with self.heavy.hold(heavy):  # before the body is read
+                response = await self._respond(scope, receive)
+        else:
+            response = await self._respond(scope, receive)
         await response(scope, receive, send)
         if heavy or response.status_code in (413, 429) or \
                 len(getattr(response, "body", b"")) > self.limits.heavy_body_bytes:
             self.memory.request()  # hand what it used back to the OS
 
-    async def _respond(self, request: Request) -> Response:
-        raw = request.scope.get("raw_path")
-        path = raw.decode("latin-1") if raw else quote(request.scope.get("path", "/"))
-        method = request.method
+    async def _respond(self, scope: Scope, receive: Receive) -> Response:
+        raw = scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else quote(scope.get("path", "/"))
+        method = scope["method"]
         try:
-            body = await self._read_body(request)
+            body = await self._read_body(receive, _content_length(scope))
         except ClientDisconnect:
             return Response(status_code=499)
         except ServingError as err:
@@ -221,28 +236,37 @@ class RestApi:
                              time.perf_counter() - started)
         return response
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, receive: Receive, declared: str | None) -> bytes:
+        """The request body (ASGI ``http.request`` messages), within ``max_body_bytes``."""
         limit = self.max_body_bytes
-        too_big = ServingError(
-            "RESOURCE_EXHAUSTED", f"Request body is larger than the limit of {limit} bytes",
-            http_status=413)
-        declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and \
                 int(declared) > limit + _DRAIN_EXTRA_BYTES:
-            raise too_big  # not worth draining; uvicorn closes the connection
+            raise self._too_big()  # not worth draining; uvicorn closes the connection
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 chunks = []
                 if size > limit + _DRAIN_EXTRA_BYTES:
                     break
-                continue
-            chunks.append(chunk)
+            elif chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
         if size > limit:
-            raise too_big
-        return b"".join(chunks)
+            raise self._too_big()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _too_big(self) -> ServingError:
+        return ServingError(
+            "RESOURCE_EXHAUSTED",
+            f"Request body is larger than the limit of {self.max_body_bytes} bytes",
+            http_status=413)
 
     async def _dispatch(self, parsed: _Request, body: bytes, context: dict[str, Any]) -> Response:
         if parsed.action in ("status", "metadata"):

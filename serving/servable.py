@@ -37,6 +37,8 @@ class Servable:
         self.inline, self.dispatch = dispatch.choose(
             self.signatures, dispatch.signature_op_types(meta_graph, self.signatures),
             warmup_seconds)
+        if self.inline:  # cheap calls: the session's inter-op pool would cost more than them
+            self._bundle.run_on_caller_thread()
 
     def signature(self, name: str) -> json_tensor.SignatureSpec:
         """The signature called ``name`` ("" means ``serving_default``); else a 400."""

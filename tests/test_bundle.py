@@ -467,3 +467,38 @@ def test_private_callable_api_still_behaves():
         public = session.make_callable(["y:0"], feed_list=["x:0"])
         with pytest.raises(ValueError, match="Cannot feed value of shape"):
             public(np.array([1.0, 2.0, 5.0], np.float32))
+
+
+def test_caller_thread_callables_run_ops_on_the_calling_thread():
+    """``caller_thread=True`` (RunOptions.inter_op_thread_pool = -1) runs the graph's ops on
+    the thread that calls, with the same results; by default they run on the session's
+    inter-op pool. A py_func op records the thread it runs on."""
+    ran_on: list[int] = []
+
+    def record(x):
+        ran_on.append(threading.get_ident())
+        return x
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+        seen = tf.compat.v1.py_func(record, [x], tf.float32, stateful=True)
+        tf.identity(seen * 0.5 + 2.0, name="y")
+    with tf.compat.v1.Session(graph=graph) as session:
+        pooled = _lenient_callable(session, ["x:0"], ["y:0"])
+        inline = _lenient_callable(session, ["x:0"], ["y:0"], caller_thread=True)
+        feed = np.array([1.0, 2.0, 5.0], np.float32)
+        assert pooled(feed)[0].tolist() == [2.5, 3.0, 4.5]
+        assert inline(feed)[0].tolist() == [2.5, 3.0, 4.5]
+        assert ran_on[0] != threading.get_ident(), "the default callable ran on the caller"
+        assert ran_on[1] == threading.get_ident(), (
+            "RunOptions.inter_op_thread_pool = -1 no longer runs ops on the calling thread")
+
+
+def test_bundle_switches_to_caller_thread_with_same_answers(models):
+    with load_bundle(models["half_plus_two"]) as bundle:
+        x = np.array([[1.0], [2.0], [5.0]], np.float32)
+        before = bundle.run("serving_default", {"x": x})["y"].tolist()
+        bundle.run_on_caller_thread()
+        assert bundle.run("serving_default", {"x": x})["y"].tolist() == before == \
+            [[2.5], [3.0], [4.5]]

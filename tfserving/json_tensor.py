@@ -832,8 +832,14 @@ def _leaves_to_array(leaves: list[Any], dtype: str) -> np.ndarray:
     # a C cast of the double, so beyond float32's range it is +/-Infinity).
     if not types <= {int, float}:
         raise _Mismatch
+    values = np.array(leaves, dtype=np.float64)
+    if np_type is np.float64:
+        return values
+    if len(leaves) <= _SMALL_FLOATS and -_FLOAT32_MAX <= min(leaves) <= max(leaves) <= \
+            _FLOAT32_MAX:
+        return values.astype(np_type)  # nothing overflows: no need for np.errstate's cost
     with np.errstate(over="ignore"):
-        return np.array(leaves, dtype=np.float64).astype(np_type)
+        return values.astype(np_type)
 
 
 # ------------------------------------------------------------------ predict requests
@@ -1027,6 +1033,7 @@ def float_texts(values: np.ndarray) -> list[str]:
 
 
 _SMALL_FLOATS = 32
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _FLOAT32 = struct.Struct("<f")
 _FLOAT32_BITS = struct.Struct("<I")
 
@@ -1039,7 +1046,8 @@ def _float_text(v: float, single: bool) -> str:
         return "Infinity" if v > 0 else "-Infinity"
     text = format(v, "g")
     if single:
-        if v != 0 and not _reads_back_as_float32(text, v):
+        # float(text) == v: the text is the value exactly (whole numbers, halves, ...).
+        if v != 0 and float(text) != v and not _reads_back_as_float32(text, v):
             text = format(v, ".9g")
     elif float(text) != v:
         text = format(v, ".17g")
