@@ -4,8 +4,9 @@
   ``tfserving.bundle``) and call its signature's session callable with the request's
   inputs, from one thread and from one thread per core, with one intra-op thread and with
   TensorFlow's default (``python bench/serving_bench.py inprocess``); the limit is the best.
-- Transport floor: ``bench/hello_server.py``, a hello-world on the same HTTP stack
-  (uvicorn, httptools, uvloop, Starlette), same load generator, same run.
+- Transport floors: ``bench/hello_server.py``, a hello-world on the same HTTP stack
+  (uvicorn, httptools, uvloop, Starlette) and on the same gRPC stack (``grpc.aio`` on that
+  event loop), same load generators, same run.
 - Batching: the same server with ``--enable-batching --batching-parameters-file
   bench/batching_parameters.txt``.
 - Server: ``python -m serving`` on 127.0.0.1; ``bench/loadgen.py`` in a second process
@@ -77,6 +78,23 @@ def grpc_body(name: str, target: str) -> bytes:
         key = "instances" if "instances" in doc else "inputs"
         request = client.predict_request(name, **{key: decode_b64(doc[key])},
                                          signature_name=doc.get("signature_name"))
+    return request.SerializeToString()
+
+
+def hello_grpc_body(name: str) -> bytes:
+    """``grpc_body("sum_two", ...)`` without a server to ask for the signature (the
+    hello-world has none): the same bytes, for the gRPC transport floor."""
+    import numpy as np
+    from tensorflow_serving.apis import predict_pb2
+
+    from tfserving import tensor_proto
+
+    if name != "sum_two":
+        raise ValueError(f"the hello-world answers sum_two's request only, not {name!r}")
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    tensor_proto.to_proto(np.array([[1, 2, 3]], np.float32), proto=request.inputs["x"],
+                          content=True)
     return request.SerializeToString()
 
 
@@ -301,11 +319,13 @@ def bench_server(label: str, cmd: Sequence[str], ready_urls: Sequence[str],
                  urls: Mapping[str, str], duration: float, work: str,
                  env: Mapping[str, str] | None = None, profile: str | None = None,
                  log: Callable[[str], None] = print,
-                 grpc_target: str | None = None) -> dict[str, Any]:
+                 grpc_target: str | None = None,
+                 grpc_request: Callable[[str, str], bytes] = grpc_body) -> dict[str, Any]:
     """Every load level for every model against one running server.
 
     ``profile`` names a model: one more 4-client run on it is sampled with py-spy.
-    ``grpc_target`` (host:port): the same requests over gRPC too, into ``grpc_models``.
+    ``grpc_target`` (host:port): the same requests over gRPC too, into ``grpc_models``;
+    ``grpc_request(name, target)`` gives each model's serialized request.
     """
     results: dict[str, Any] = {}
     started = time.perf_counter()
@@ -317,7 +337,7 @@ def bench_server(label: str, cmd: Sequence[str], ready_urls: Sequence[str],
         if grpc_target:
             out["grpc_models"] = {}
             runs.append((f"{label} gRPC", out["grpc_models"], lambda name, url: (
-                f"grpc://{grpc_target}", grpc_body(name, grpc_target))))
+                f"grpc://{grpc_target}", grpc_request(name, grpc_target))))
         for name, url in urls.items():
             for _, store, _ in runs:
                 store[name] = {}
@@ -449,13 +469,14 @@ def bench_serving(serving_root: str, names: Sequence[str] = ("sum_two", "mobilen
     for name, r in limit.items():
         log(f"  in-process     {name:<18} {r['calls_per_s']:8.1f} calls/s ({r['config']}); "
             f"{r['multi_thread_calls_per_s']:8.1f} with 1 thread per core")
-    hello_port = free_port()
+    hello_port, hello_grpc = free_port(), free_port()
     hello_base = f"http://127.0.0.1:{hello_port}"
     hello = bench_server(
         "hello-world", [PYTHON, os.path.join(ROOT, "bench", "hello_server.py"),
-                        "--port", str(hello_port)],
+                        "--port", str(hello_port), "--grpc-port", str(hello_grpc)],
         [hello_base + "/"], {"sum_two": f"{hello_base}/v1/models/sum_two:predict"},
-        duration, work, log=log)
+        duration, work, log=log, grpc_target=f"127.0.0.1:{hello_grpc}",
+        grpc_request=lambda name, _: hello_grpc_body(name))
     port, grpc_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     ours = bench_server(
