@@ -16,7 +16,10 @@ of this holds, else on the pool:
   ``fun_runif``'s ``N``), so a cheap warmup says nothing about the next call.
 
 The decision is taken once per loaded version: timings under load would be
-inflated by contention and could flip it back and forth.
+inflated by contention and could flip it back and forth. An inline version also
+runs its ops on the calling thread instead of the session's inter-op pool
+(:meth:`tfserving.bundle.SavedModelBundle.run_on_caller_thread`): for such small
+graphs that pool's two thread hand-offs per call cost more than the ops.
 """
 
 from __future__ import annotations
