@@ -27,6 +27,10 @@ Behaviour follows TF Serving's sources (``model_servers/``, ``servables/tensorfl
   (``server.cc``: ``SetMaxMessageSize(INT32_MAX)``; gRPC's own default is 4 MiB).
 - Predict outputs are written in the typed fields (``float_val``, ...), TF Serving's
   default (:mod:`tfserving.tensor_proto`).
+- With ``--enable-batching``, Predict calls join the same batches as REST ones
+  (:mod:`serving.batching`; TF Serving wraps the session, whatever API calls it). A
+  request with an ``output_filter`` runs alone, as a batch fetches all of a signature's
+  outputs; Classify, Regress and MultiInference run alone too.
 
 Bounded work per request (:mod:`serving.limits`), with the REST API's own
 :class:`~serving.limits.Limits`, heavy-request gate and memory releaser
@@ -67,6 +71,8 @@ result is discarded.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import ipaddress
 import logging
 import time
@@ -88,6 +94,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving import containment
+from serving.batching import ServerBatching
 from serving.http import INLINE_MAX_BODY_BYTES
 from serving.limits import HeavyGate, Limits, MemoryReleaser, as_resource_exhausted
 from tfserving import classification, tensor_proto
@@ -129,20 +136,24 @@ class GrpcApi:
 
     def __init__(self, registry: Any, *, metrics: Any = None,
                  limiter: anyio.CapacityLimiter | None = None, limits: Limits | None = None,
-                 heavy: HeavyGate | None = None, memory: MemoryReleaser | None = None):
+                 heavy: HeavyGate | None = None, memory: MemoryReleaser | None = None,
+                 batching: ServerBatching | None = None):
         self.registry = registry
         self.metrics = metrics
         self.limiter = limiter
         self.limits = limits or Limits()
         self.heavy = heavy or HeavyGate(self.limits.heavy_slots())
         self.memory = memory or MemoryReleaser()
+        self.batching = batching
 
     @classmethod
     def beside(cls, rest: Any) -> GrpcApi:
         """The gRPC API next to ``rest`` (a :class:`serving.http.RestApi`), sharing its
-        registry, metrics, worker pool, limits, heavy-request gate and memory releaser."""
+        registry, metrics, worker pool, limits, heavy-request gate, memory releaser and
+        batching (TF Serving batches a session's calls whatever API they come from)."""
         return cls(rest.registry, metrics=rest.metrics, limiter=rest.limiter,
-                   limits=rest.limits, heavy=rest.heavy, memory=rest.memory)
+                   limits=rest.limits, heavy=rest.heavy, memory=rest.memory,
+                   batching=rest.batching)
 
     # -- bounded work (serving/limits.py); these run where ``work`` runs
 
@@ -166,6 +177,30 @@ class GrpcApi:
             del outputs  # not kept alive by the error's traceback
             raise error
         return outputs
+
+    def run_or_schedule(self, servable: Any, key: str, tensors: dict[str, Any],
+                        output_filter: list[str], respond: Callable[[Any], Any]) -> Any:
+        """``respond(outputs)`` of :meth:`run`; with ``--enable-batching``, the call goes to
+        the server's batching (:mod:`serving.batching`) and this returns a coroutine that
+        :meth:`call` awaits on the event loop. A request with an ``output_filter`` runs
+        alone: a batch computes every output of its signature."""
+        future = None
+        if self.batching is not None and not output_filter:
+            future = self.batching.schedule(servable, key, tensors)
+        if future is None:  # not batchable: runs alone, as without batching
+            return respond(self.run(servable, key, tensors, output_filter))
+        return self._batched(future, respond)
+
+    async def _batched(self, future: Any, respond: Callable[[Any], Any]) -> Any:
+        try:
+            outputs = await asyncio.wrap_future(future)
+        except ServingError as err:  # TensorFlow's errors name files: no server paths
+            raise containment.public_error(err, self.registry.root) from None
+        error = self.limits.response_error(outputs, encoding="protobuf")
+        if error is not None:
+            del outputs
+            raise error
+        return respond(outputs)
 
     # -- request plumbing
 
@@ -194,6 +229,8 @@ class GrpcApi:
                     response = work(servable)
                 else:
                     response = await self._in_pool(context, work, servable)
+                if inspect.isawaitable(response):  # a batched call (run_or_schedule)
+                    response = await response
                 return response
         except ServingError as err:
             code = err.code
@@ -275,12 +312,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         def work(servable: Any) -> Any:
             key = _signature_key(spec)
             arrays = self.api.decode_inputs(request.inputs)
-            outputs = self.api.run(servable, key, arrays, list(request.output_filter))
-            response = predict_pb2.PredictResponse()
-            _echo_spec(response.model_spec, spec.name, key, servable.version)
-            for alias, array in outputs.items():
-                tensor_proto.to_proto(array, proto=response.outputs[alias])
-            return response
+
+            def respond(outputs: dict[str, Any]) -> Any:
+                response = predict_pb2.PredictResponse()
+                _echo_spec(response.model_spec, spec.name, key, servable.version)
+                for alias, array in outputs.items():
+                    tensor_proto.to_proto(array, proto=response.outputs[alias])
+                return response
+
+            return self.api.run_or_schedule(servable, key, arrays,
+                                            list(request.output_filter), respond)
 
         return await self.api.call(context, "predict", spec.name, request, prepare, work)
 

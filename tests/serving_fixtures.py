@@ -89,6 +89,18 @@ def _build(kind: str, path: str) -> None:
         obj = BytesEcho()
         tf.saved_model.save(obj, path, signatures={
             "serving_default": obj.call.get_concrete_function()})
+    elif kind == "batch_size":
+        class BatchSize(tf.Module):
+            """Each row's answer says how many rows its call had: merged calls show."""
+
+            @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+            def call(self, x):
+                rows = tf.shape(x)[0]
+                return {"y": x * 2.0, "rows_in_call": tf.fill([rows], rows)}
+
+        obj = BatchSize()
+        tf.saved_model.save(obj, path, signatures={
+            "serving_default": obj.call.get_concrete_function()})
     elif kind == "half_plus_two":
         _build_half_plus_two(path)
     elif kind == "busy":

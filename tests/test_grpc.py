@@ -42,7 +42,7 @@ from tensorflow_serving.apis import (
 )
 
 from tests import serving_fixtures as sf
-from tfserving.tensor_proto import to_proto
+from tfserving.tensor_proto import to_ndarray, to_proto
 
 pytestmark = pytest.mark.slow
 
@@ -760,3 +760,50 @@ def test_client_classify_and_regress_over_both_transports(half_plus_two):
                                                       signature_name=signature)
         assert rpc.regress("default", [{}], context={"x": 6.0},
                            signature_name="regress_x_to_y") == {"results": [5.0]}
+
+
+# ------------------------------------------------------------------ batching
+
+
+@pytest.mark.slow
+def test_grpc_predict_calls_are_batched_with_rest_semantics(tmp_path):
+    """``--enable-batching`` merges gRPC Predict calls as TF Serving's BatchingSession does
+    (whatever API a call comes from): the model's ``rows_in_call`` output shows merged calls;
+    every answer is its own request's. A request with an output_filter runs alone; one
+    larger than max_batch_size is TF Serving's INVALID_ARGUMENT."""
+    import concurrent.futures
+
+    root = str(tmp_path / "root")
+    sf.add_version(root, "rows", 1, "batch_size")
+    params = tmp_path / "batching.config"
+    params.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 20000 }\n"
+                      "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 100 }\n")
+    with grpc_server(root, "rows", "--enable-batching", "--batching-parameters-file",
+                     str(params)) as server, channel(server.grpc) as chan:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(chan)
+
+        def request(values, output_filter=()):
+            req = predict_pb2.PredictRequest()
+            req.model_spec.name = "rows"
+            to_proto(np.asarray(values, np.float32), proto=req.inputs["x"])
+            req.output_filter.extend(output_filter)
+            return req
+
+        def predict(i):
+            values = [float(i)] * (i % 2 + 1)
+            response = stub.Predict(request(values), RPC_TIMEOUT)
+            return values, {k: to_ndarray(v) for k, v in response.outputs.items()}
+
+        rows_seen = []
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            for values, outputs in pool.map(predict, range(48)):
+                np.testing.assert_array_equal(outputs["y"], np.asarray(values) * 2)
+                rows_seen.append(int(outputs["rows_in_call"][0]))
+                assert rows_seen[-1] >= len(values)
+        assert max(rows_seen) > 2, f"no gRPC call was merged: {rows_seen}"
+        alone = stub.Predict(request([1.0, 2.0], ["rows_in_call"]), RPC_TIMEOUT)
+        assert list(alone.outputs) == ["rows_in_call"]
+        assert to_ndarray(alone.outputs["rows_in_call"]).tolist() == [2, 2]
+        err = rpc_error(stub.Predict, request([1.0] * 9))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "Task size 9 is larger than maximum batch size 8" in err.details()
