@@ -5,9 +5,10 @@ copied into each test's serving root:
 
 - ``sum_two``: the seed ``Adder`` (``x: float32 [-1, 3]`` -> ``x + 2``);
 - ``fun_runif``: the seed ``Randomizer`` with the catalog's ``N: int32 []``;
-- ``mobilenet_v2_test``: a tiny stand-in with the seed MobileNet's interface
-  (``input_img: string``, any shape, one JPEG -> ``[1]`` label from a labels
-  asset) that labels by mean brightness instead of running MobileNetV2;
+- ``mobilenet_v2_test``: a tiny stand-in with the seed MobileNet's input
+  (``input_img: string``, any shape) but the blog's original one-JPEG ``call``
+  (reshaped to a scalar: one JPEG -> ``[1]`` label from a labels asset; the seed
+  now takes several) that labels by mean brightness instead of running MobileNetV2;
 - ``bytes_echo``: two inputs (``data: string [-1]``, ``times: int32 [-1]``) and
   two outputs, one ending in ``_bytes``;
 - ``half_plus_two``: a TF1-style SavedModel with classify, regress and predict

@@ -1,7 +1,8 @@
 """Server-side batching (serving/batching.py): TF Serving's queue rules and parameter file.
 
 The scheduler tests run a numpy function as the "model", recording every merged call; the
-last test exports the three seed servables and checks batched answers against single calls.
+seed-servable test exports the three seed servables and checks batched answers against
+single calls.
 """
 
 from __future__ import annotations
@@ -355,18 +356,37 @@ def test_batched_answers_equal_single_calls_for_every_seed_servable(seed_signatu
             elif name == "fun_runif":
                 assert len(calls) == len(requests[name])  # N is a scalar: alone
             else:
-                # The seed MobileNet takes one JPEG per call: its declared output is [1].
-                assert not batchable_signature(inputs, outputs)
-                assert len(calls) == len(requests[name])
-        # Batched anyway (as TF Serving would), its merged call fails (it reshapes the
-        # input to a scalar): every request is answered alone, then it is no longer batched.
-        run = _runner(seed_signatures["mobilenet_v2_test"][1])
+                # The seed MobileNet classifies every JPEG it is given (output [-1]): its
+                # requests are merged, and each gets the label a call of its own gives.
+                assert batchable_signature(inputs, outputs)
+                assert len(calls) < len(requests[name]), "mobilenet_v2_test was never merged"
+                assert max(c["input_img"][0] for c in calls) > 1
+                assert "serving_default" not in session._unbatchable
+    finally:
+        scheduler.stop()
+
+
+@pytest.mark.slow
+def test_a_signature_that_takes_one_input_per_call_stops_being_batched():
+    """Batched anyway (as TF Serving would), a signature that reshapes its input to a
+    scalar (the serving fixtures' one-JPEG stand-in, the blog's original ``call``) fails
+    merged: every request is answered alone, then it is no longer batched."""
+    import tensorflow as tf
+
+    from tests.serving_fixtures import jpeg, model_store
+
+    signature = tf.saved_model.load(
+        model_store("mobilenet_v2_test")["mobilenet_v2_test"]).signatures["serving_default"]
+    run = _runner(signature)
+    requests = [{"input_img": np.array([jpeg(16 * i, 64)], dtype=object)} for i in range(8)]
+    scheduler = SharedBatchScheduler(2)
+    try:
         session = BatchingSession(run, scheduler, BatchingParameters(
             max_batch_size=16, batch_timeout_micros=50_000, num_batch_threads=2))
         batched, errors = _concurrently(lambda a: session.run("serving_default", a),
-                                        [(r,) for r in requests["mobilenet_v2_test"]])
+                                        [(r,) for r in requests])
         assert errors == [None] * len(batched)
-        for request, answer in zip(requests["mobilenet_v2_test"], batched, strict=True):
+        for request, answer in zip(requests, batched, strict=True):
             np.testing.assert_array_equal(answer["output_0"],
                                           run("serving_default", request)["output_0"])
         assert "serving_default" in session._unbatchable

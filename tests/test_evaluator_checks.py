@@ -55,11 +55,12 @@ def check(report: dict[str, Any], name: str, example: str | None = None) -> dict
 
 
 class JpegLabeler(tf.Module):
-    """A fast stand-in for the seed's CustomMobileNet_string: JPEG bytes in, label out.
+    """A fast stand-in for the blog's CustomMobileNet_string: JPEG bytes in, label out.
 
-    Same interface and same preprocessing as the seed (``shape=None`` string input that
-    is reshaped to a scalar, labels read from a ``tf.saved_model.Asset``, ``map_fn`` over
-    logits), but a 3 -> N linear "network" on the mean colour instead of MobileNet.
+    The blog's original ``call``, one JPEG per call (``shape=None`` string input that is
+    reshaped to a scalar, labels read from a ``tf.saved_model.Asset``, ``map_fn`` over
+    logits; the seed now takes several), with a 3 -> N linear "network" on the mean
+    colour instead of MobileNet.
     """
 
     def __init__(self, labels_path: str, classes: int):

@@ -5,10 +5,11 @@
   schemas (``jsonschema``, 2020-12).
 - Generated requests: the schema accepts a request exactly when TF Serving's decoder does.
   Checked against ``tfserving.json_tensor`` (fast, with hypothesis) and against a real server
-  over the seed servables (``slow``). Only requests whose tensors the graph itself accepts
-  are sent to the server (``fun_runif`` needs a scalar, the MobileNet one JPEG): a shape the
-  graph rejects is a 400 no JSON Schema can predict, since TF Serving does not check request
-  shapes (see the module doc of ``tfserving/openapi.py``).
+  over the seed servables (``slow``; the MobileNet is the serving fixtures' stand-in).
+  Only requests whose tensors the graph itself accepts are sent to the server
+  (``fun_runif`` needs a scalar, the stand-in one JPEG): a shape the graph rejects is a
+  400 no JSON Schema can predict, since TF Serving does not check request shapes (see
+  the module doc of ``tfserving/openapi.py``).
 - A client built from the document alone (paths, examples, ``x-tensor-*`` annotations)
   gets answers that validate against the document.
 """
@@ -49,8 +50,9 @@ def _sig(key: str, inputs: dict[str, tuple[str, Any]], outputs: dict[str, tuple[
 
 
 _INIT_OP = _sig(openapi.INIT_OP_KEY, {}, {openapi.INIT_OP_KEY: ("DT_INVALID", None)}, "")
-# The seed servables' signatures as their SavedModels declare them (checked against the
-# exported models in test_seed_signatures_match_the_models).
+# The seed servables' signatures as the serving fixtures' models declare them (checked in
+# test_seed_signatures_match_the_models). The MobileNet stand-in keeps the blog's one-JPEG
+# output [1]; the seed's own (output [-1]) is checked in tests/test_seed_mobilenet.py.
 SEEDS: dict[str, dict[str, SignatureSpec]] = {
     "sum_two": {DEFAULT: _sig(DEFAULT, {"x": ("DT_FLOAT", (-1, 3))},
                               {"output_0": ("DT_FLOAT", (-1, 3))}), openapi.INIT_OP_KEY: _INIT_OP},

@@ -50,7 +50,7 @@ RANK_PLUS_ONE = {  # model: (one value accepted, no value accepted)
     "sum_two": (True, True),  # x + 2
     "half_plus_two": (True, True),  # 0.5 x + 2
     "bytes_echo": (True, True),  # length(data) * times, broadcast
-    "mobilenet_v2_test": (True, False),  # reshaped to a scalar: exactly one JPEG
+    "mobilenet_v2_test": (True, False),  # the fixture's stand-in: exactly one JPEG
     "fun_runif": (False, False),  # the shape [N] must be a vector
 }
 
