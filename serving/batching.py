@@ -39,8 +39,8 @@ there fails here):
 - When the merged call of a batch of several tasks fails, or its outputs cannot be split
   along dimension 0, each task is run alone and gets its own answer: one bad request does
   not fail its neighbours (TF Serving fails the whole batch). If every task then succeeds
-  alone, the signature cannot run merged inputs (the seed ``mobilenet_v2_test`` reshapes
-  its input to a scalar: one JPEG per call), and it is no longer batched.
+  alone, the signature cannot run merged inputs (e.g. it reshapes its input to a scalar:
+  one item per call, whatever its declared shape), and it is no longer batched.
 - ``enable_large_batch_splitting`` is not implemented; a file that turns it on is refused.
 
 Parameter files are the ``BatchingParameters`` text proto of
