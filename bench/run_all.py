@@ -171,8 +171,7 @@ def plot(s: dict[str, Any], path: str) -> str:
     import matplotlib.pyplot as plt
 
     series = serving_series(s)
-    names = [n for n in ("sum_two", "mobilenet_v2_test", serving_bench.BATCH_MODEL)
-             if n in series]
+    names = [n for n in ("sum_two", "mobilenet_v2_test") if n in series]
     fig, axes = plt.subplots(len(names), 2, figsize=(11, 4.2 * len(names)), squeeze=False)
     styles = {"REST": "-o", "gRPC": "-s", "REST, batching": "--o", "gRPC, batching": "--s",
               "hello-world (transport floor)": ":^",
@@ -297,22 +296,18 @@ def render(result: dict[str, Any], plot_path: str | None = None) -> str:
         settings = "; ".join(line.strip() for line in params.splitlines()
                              if line.strip() and not line.startswith("#"))
         lines += ["", f"Batching rows: `--enable-batching --batching-parameters-file "
-                  f"bench/batching_parameters.txt` ({settings}). "
-                  f"`{serving_bench.BATCH_MODEL}` is `bench/batchable_mobilenet.py`: the same "
-                  "network, labels and request body as `mobilenet_v2_test`, but a signature "
-                  "that takes a batch of JPEGs (the seed takes exactly one per call, so its "
-                  "requests cannot be merged and batching runs them one by one)."]
-        twin = s.get("batching", {}).get("models", {}).get(serving_bench.BATCH_MODEL, {})
-        off = s["server"].get("models", {}).get(serving_bench.BATCH_MODEL, {})
-        for clients in ("4", "16"):
-            if clients in twin and clients in off:
-                on_r, off_r = twin[clients], off[clients]
-                lines.append(
-                    f"With {clients} clients, batching on vs off for "
-                    f"`{serving_bench.BATCH_MODEL}`: "
-                    f"{on_r['rps'] / max(off_r['rps'], 1e-9):.2f}× the req/s "
-                    f"({_rps(on_r['rps'])} vs {_rps(off_r['rps'])}), p99 "
-                    f"{_fmt_ms(on_r['p99_ms'])} vs {_fmt_ms(off_r['p99_ms'])} ms.")
+                  f"bench/batching_parameters.txt` ({settings})."]
+        for name in ("sum_two", "mobilenet_v2_test"):
+            on = s.get("batching", {}).get("models", {}).get(name, {})
+            off = s["server"].get("models", {}).get(name, {})
+            for clients in ("4", "16"):
+                if clients in on and clients in off:
+                    on_r, off_r = on[clients], off[clients]
+                    lines.append(
+                        f"With {clients} clients, batching on vs off for `{name}`: "
+                        f"{on_r['rps'] / max(off_r['rps'], 1e-9):.2f}× the req/s "
+                        f"({_rps(on_r['rps'])} vs {_rps(off_r['rps'])}), p99 "
+                        f"{_fmt_ms(on_r['p99_ms'])} vs {_fmt_ms(off_r['p99_ms'])} ms.")
     if "skipped" in s.get("mlflow", {}):
         lines += ["", f"MLflow peer skipped: {s['mlflow']['skipped']}."]
     sp = s["server"].get("profile")

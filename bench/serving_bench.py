@@ -44,9 +44,6 @@ sys.path.insert(0, ROOT)
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 PY_SPY = os.path.join(ROOT, ".venv-bench", "bin", "py-spy")
 LOAD_LEVELS = (1, 4, 16)
-# The batchable twin of mobilenet_v2_test only shows batching off vs on under load.
-BATCH_MODEL = "mobilenet_v2_batch"
-LEVELS = {BATCH_MODEL: (4, 16)}
 # The --batching-parameters-file of the batching rows.
 BATCHING_PARAMETERS = os.path.join(ROOT, "bench", "batching_parameters.txt")
 # What each servable is sent: the catalog's example (sum_two as the issue states it).
@@ -59,8 +56,6 @@ BODIES = {
 def _body(name: str) -> bytes:
     if BODIES.get(name):
         return BODIES[name]
-    if name == BATCH_MODEL:
-        name = "mobilenet_v2_test"  # the same request body
     with open(os.path.join(ROOT, "data", "requests", f"{name}.json"), "rb") as f:
         return f.read()
 
@@ -342,7 +337,7 @@ def bench_server(label: str, cmd: Sequence[str], ready_urls: Sequence[str],
             for _, store, _ in runs:
                 store[name] = {}
             requests = [(tag, store, *request(name, url)) for tag, store, request in runs]
-            for clients in LEVELS.get(name, LOAD_LEVELS):
+            for clients in LOAD_LEVELS:
                 for tag, store, target, body in requests:
                     r = run_load(target, body, clients, duration, pid, work)
                     store[name][str(clients)] = r
@@ -447,23 +442,13 @@ def bench_serving(serving_root: str, names: Sequence[str] = ("sum_two", "mobilen
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """In-process limit, hello-world, our server with batching off and on, MLflow's peer.
 
-    The servers serve a copy of ``names`` from ``serving_root`` plus the batchable twin
-    of ``mobilenet_v2_test`` (``bench/batchable_mobilenet.py``), without models.config.
+    The servers serve a copy of ``names`` from ``serving_root``, without models.config.
     """
     work = work or tempfile.mkdtemp(prefix="bench-serving-")
     os.makedirs(work, exist_ok=True)
     bench_root = os.path.join(work, "serving-root")
     for name in names:
         shutil.copytree(os.path.join(serving_root, name), os.path.join(bench_root, name))
-    from bench.pipeline_bench import ensure_hub_standin
-
-    subprocess.run([PYTHON, os.path.join(ROOT, "bench", "batchable_mobilenet.py"), "--out",
-                    os.path.join(bench_root, BATCH_MODEL, "1"), "--hub-module",
-                    ensure_hub_standin(), "--labels",
-                    os.path.join(ROOT, "data", "labels", "ImageNetLabels.txt")],
-                   cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=True,
-                   capture_output=True)
-    served = [*names, BATCH_MODEL]
     log("  in-process: session callables, 1 thread and 1 per core ...")
     limit = run_inprocess(serving_root, names, inprocess_seconds)
     for name, r in limit.items():
@@ -483,8 +468,8 @@ def bench_serving(serving_root: str, names: Sequence[str] = ("sum_two", "mobilen
         "tfx-servables",
         [PYTHON, "-m", "serving", "--serving-dir", bench_root, "--port", str(port),
          "--grpc-port", str(grpc_port), "--log-level", "warning"],
-        [f"{base}/v1/models/{n}" for n in served],
-        {n: f"{base}/v1/models/{n}:predict" for n in served}, duration, work,
+        [f"{base}/v1/models/{n}" for n in names],
+        {n: f"{base}/v1/models/{n}:predict" for n in names}, duration, work,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"},
         profile="sum_two" if profile and "sum_two" in names else None, log=log,
         grpc_target=f"127.0.0.1:{grpc_port}")
@@ -495,8 +480,8 @@ def bench_serving(serving_root: str, names: Sequence[str] = ("sum_two", "mobilen
         [PYTHON, "-m", "serving", "--serving-dir", bench_root, "--port", str(batching_port),
          "--grpc-port", str(batching_grpc), "--log-level", "warning", "--enable-batching",
          "--batching-parameters-file", BATCHING_PARAMETERS],
-        [f"{batching_base}/v1/models/{n}" for n in served],
-        {n: f"{batching_base}/v1/models/{n}:predict" for n in served}, duration, work,
+        [f"{batching_base}/v1/models/{n}" for n in names],
+        {n: f"{batching_base}/v1/models/{n}:predict" for n in names}, duration, work,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}, log=log)
     result = {"inprocess": limit, "server": ours, "hello": hello, "batching": batched,
               "batching_parameters": open(BATCHING_PARAMETERS, encoding="utf-8").read(),
