@@ -44,6 +44,8 @@ sys.path.insert(0, ROOT)
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 PY_SPY = os.path.join(ROOT, ".venv-bench", "bin", "py-spy")
 LOAD_LEVELS = (1, 4, 16)
+# The batching target (issue 17): mobilenet_v2_test at 16 clients, off and on alternating.
+AB_CLIENTS, AB_ROUNDS = 16, 3
 # The --batching-parameters-file of the batching rows.
 BATCHING_PARAMETERS = os.path.join(ROOT, "bench", "batching_parameters.txt")
 # What each servable is sent: the catalog's example (sum_two as the issue states it).
@@ -436,6 +438,39 @@ def bench_mlflow(serving_root: str, names: Sequence[str], duration: float, work:
     return result
 
 
+def batching_ab(bench_root: str, name: str, clients: int, rounds: int, duration: float,
+                work: str, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Batching off vs on for ``name``: both servers up at once, their loads alternating
+    ``rounds`` times, so that both see the same machine state; the ratio is the median of
+    the rounds' on/off ratios (a noisy 2-CPU machine drifts between two separate runs)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+    ports = {"off": free_port(), "on": free_port()}
+    flags = {"off": [], "on": ["--enable-batching", "--batching-parameters-file",
+                               BATCHING_PARAMETERS]}
+    body = _body(name)
+    out: dict[str, Any] = {"model": name, "clients": clients, "rounds": []}
+    with contextlib.ExitStack() as stack:
+        pids = {mode: stack.enter_context(server(
+            [PYTHON, "-m", "serving", "--serving-dir", bench_root, "--port", str(port),
+             "--grpc-port", "0", "--log-level", "warning", *flags[mode]],
+            [f"http://127.0.0.1:{port}/v1/models/{name}"],
+            os.path.join(work, f"batching-ab-{mode}.log"), env)) for mode, port in ports.items()}
+        for i in range(rounds):
+            pair = {mode: run_load(f"http://127.0.0.1:{ports[mode]}/v1/models/{name}:predict",
+                                   body, clients, duration, pids[mode], work)
+                    for mode in ("off", "on")}
+            pair["ratio"] = pair["on"]["rps"] / max(pair["off"]["rps"], 1e-9)
+            pair["p99_ratio"] = pair["on"]["p99_ms"] / max(pair["off"]["p99_ms"], 1e-9)
+            out["rounds"].append(pair)
+            log(f"  batching A/B   {name:<18} {clients:>2} clients round {i + 1}: off "
+                f"{pair['off']['rps']:7.1f} req/s, on {pair['on']['rps']:7.1f} req/s "
+                f"({pair['ratio']:.2f}x), p99 {pair['off']['p99_ms']:.1f} / "
+                f"{pair['on']['p99_ms']:.1f} ms")
+    out["ratio"] = statistics.median(r["ratio"] for r in out["rounds"])
+    out["p99_ratio"] = statistics.median(r["p99_ratio"] for r in out["rounds"])
+    return out
+
+
 def bench_serving(serving_root: str, names: Sequence[str] = ("sum_two", "mobilenet_v2_test"),
                   duration: float = 5.0, inprocess_seconds: float = 3.0,
                   work: str | None = None, peer: bool = True, profile: bool = True,
@@ -483,9 +518,13 @@ def bench_serving(serving_root: str, names: Sequence[str] = ("sum_two", "mobilen
         [f"{batching_base}/v1/models/{n}" for n in names],
         {n: f"{batching_base}/v1/models/{n}:predict" for n in names}, duration, work,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}, log=log)
+    ab = batching_ab(bench_root, "mobilenet_v2_test", AB_CLIENTS, AB_ROUNDS, duration, work,
+                     log=log) if "mobilenet_v2_test" in names else None
     result = {"inprocess": limit, "server": ours, "hello": hello, "batching": batched,
               "batching_parameters": open(BATCHING_PARAMETERS, encoding="utf-8").read(),
               "duration_s": duration, "load_levels": list(LOAD_LEVELS)}
+    if ab:
+        result["batching_ab"] = ab
     if peer:
         result["mlflow"] = bench_mlflow(serving_root, names, duration, work, log=log)
     return result
