@@ -517,7 +517,8 @@ def bench_serving(serving_root: str, names: Sequence[str] = ("sum_two", "mobilen
          "--batching-parameters-file", BATCHING_PARAMETERS],
         [f"{batching_base}/v1/models/{n}" for n in names],
         {n: f"{batching_base}/v1/models/{n}:predict" for n in names}, duration, work,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}, log=log)
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}, log=log,
+        grpc_target=f"127.0.0.1:{batching_grpc}")
     ab = batching_ab(bench_root, "mobilenet_v2_test", AB_CLIENTS, AB_ROUNDS, duration, work,
                      log=log) if "mobilenet_v2_test" in names else None
     result = {"inprocess": limit, "server": ours, "hello": hello, "batching": batched,
