@@ -11,8 +11,11 @@ copied into each test's serving root:
   now takes several) that labels by mean brightness instead of running MobileNetV2;
 - ``bytes_echo``: two inputs (``data: string [-1]``, ``times: int32 [-1]``) and
   two outputs, one ending in ``_bytes``;
-- ``half_plus_two``: a TF1-style SavedModel with classify, regress and predict
-  signatures (``y = 0.5 x + 2``);
+- ``half_plus_two``: a small TF1-style SavedModel with classify, regress and predict
+  signatures (``y = 0.5 x + 2``) in the style of TF Serving's testdata model of that
+  name, not a copy of it (``tests/tfs_testdata.py`` builds those exactly);
+- ``batch_size``: ``x: float32 [-1]`` -> ``y = 2 x`` and ``rows_in_call``, each row's count
+  of rows in its call (shows merged batches);
 - ``offset_<c>``: ``x: float32 [-1]`` -> ``x + c``, for version tests;
 - ``busy``: ``n: int64 []`` -> ``n`` after a TensorFlow loop of ``n`` steps
   (about 5 us each), to keep a request in flight;
