@@ -29,6 +29,8 @@ from typing import Any
 _STARTED = time.perf_counter()
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tfserving.filesystems import fsync_dir  # noqa: E402 - needs the repo on sys.path
+
 
 def _decode_b64(value: Any) -> Any:
     if isinstance(value, dict) and set(value) == {"b64"}:
@@ -70,15 +72,7 @@ def _fsync_tree(root: str) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(dirpath)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(dirpath)
 
 
 def export_all(catalog_path: str | None, serving_root: str,
@@ -112,7 +106,7 @@ def export_all(catalog_path: str | None, serving_root: str,
             t = time.perf_counter()
             _fsync_tree(staging)
             os.rename(staging, os.path.join(model_root, "1"))
-            _fsync_dir(model_root)
+            fsync_dir(model_root)
             times["publish"] = time.perf_counter() - t
         finally:
             shutil.rmtree(staging, ignore_errors=True)

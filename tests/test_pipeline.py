@@ -109,13 +109,8 @@ def _add_entry(project, entry: dict) -> None:
 
 
 def test_broken_servable_does_not_stop_the_others(project, tmp_path, capsys):
-    (project / "servables" / "exploding.py").write_text(
-        "import tensorflow as tf\n\n\nclass Exploding(tf.Module):\n"
-        "    def __init__(self):\n        super().__init__()\n"
-        "        raise ValueError('this servable is broken on purpose')\n")
-    _add_entry(project, {"name": "exploding", "module": "servables/exploding.py",
-                         "object": "Exploding", "signatures": {"serving_default": "f"}})
-    code = _run(project, tmp_path, "--servables", f"exploding,{SMALL}")
+    exploding = _add_exploding(project)
+    code = _run(project, tmp_path, "--servables", f"{exploding},{SMALL}")
     captured = capsys.readouterr()
     assert code == 1
     assert "error: exploding failed" in captured.err
