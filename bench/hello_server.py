@@ -56,7 +56,7 @@ def add_grpc_hello(app: Starlette, port: int) -> None:
     """Serves the fixed Predict answer over ``grpc.aio`` on the app's event loop."""
     import grpc
 
-    from serving.grpc_api import _OPTIONS
+    from serving.grpc_api import SERVER_OPTIONS
 
     answer = grpc_answer()
 
@@ -68,7 +68,7 @@ def add_grpc_hello(app: Starlette, port: int) -> None:
     @contextlib.asynccontextmanager
     async def lifespan(app_: Any) -> AsyncIterator[None]:
         async with inner(app_):
-            server = grpc.aio.server(options=list(_OPTIONS))
+            server = grpc.aio.server(options=list(SERVER_OPTIONS))
             # No (de)serializers: the handler gets and returns bytes.
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
                 "tensorflow.serving.PredictionService",

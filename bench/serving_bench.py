@@ -90,8 +90,8 @@ def hello_grpc_body(name: str) -> bytes:
         raise ValueError(f"the hello-world answers sum_two's request only, not {name!r}")
     request = predict_pb2.PredictRequest()
     request.model_spec.name = name
-    tensor_proto.to_proto(np.array([[1, 2, 3]], np.float32), proto=request.inputs["x"],
-                          content=True)
+    values = np.array(json.loads(_body(name))["instances"], np.float32)
+    tensor_proto.to_proto(values, proto=request.inputs["x"], content=True)
     return request.SerializeToString()
 
 
@@ -196,7 +196,7 @@ def run_inprocess(serving_root: str, names: Sequence[str], seconds: float) -> di
         out = subprocess.run(
             [PYTHON, os.path.abspath(__file__), "inprocess", "--serving-dir", serving_root,
              "--seconds", str(seconds), "--intra-op-threads", str(intra), *names],
-            cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"},
+            cwd=ROOT, env=_quiet_env(),
             check=True, capture_output=True, text=True).stdout
         runs[intra] = json.loads(out.strip().splitlines()[-1])
     limits = {}
@@ -438,23 +438,32 @@ def bench_mlflow(serving_root: str, names: Sequence[str], duration: float, work:
     return result
 
 
+def serve_command(root: str, port: int, grpc_port: int, batching: bool = False) -> list[str]:
+    """``python -m serving`` as the bench runs it (batching with BATCHING_PARAMETERS)."""
+    flags = ["--enable-batching", "--batching-parameters-file", BATCHING_PARAMETERS]
+    return [PYTHON, "-m", "serving", "--serving-dir", root, "--port", str(port),
+            "--grpc-port", str(grpc_port), "--log-level", "warning", *(flags if batching else [])]
+
+
+def _quiet_env() -> dict[str, str]:
+    """The environment of the bench's TensorFlow processes: no TF logs, no warnings."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+
+
 def batching_ab(bench_root: str, name: str, clients: int, rounds: int, duration: float,
                 work: str, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Batching off vs on for ``name``: both servers up at once, their loads alternating
     ``rounds`` times, so that both see the same machine state; the ratio is the median of
     the rounds' on/off ratios (a noisy 2-CPU machine drifts between two separate runs)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
     ports = {"off": free_port(), "on": free_port()}
-    flags = {"off": [], "on": ["--enable-batching", "--batching-parameters-file",
-                               BATCHING_PARAMETERS]}
     body = _body(name)
     out: dict[str, Any] = {"model": name, "clients": clients, "rounds": []}
     with contextlib.ExitStack() as stack:
         pids = {mode: stack.enter_context(server(
-            [PYTHON, "-m", "serving", "--serving-dir", bench_root, "--port", str(port),
-             "--grpc-port", "0", "--log-level", "warning", *flags[mode]],
+            serve_command(bench_root, port, 0, batching=mode == "on"),
             [f"http://127.0.0.1:{port}/v1/models/{name}"],
-            os.path.join(work, f"batching-ab-{mode}.log"), env)) for mode, port in ports.items()}
+            os.path.join(work, f"batching-ab-{mode}.log"), _quiet_env()))
+            for mode, port in ports.items()}
         for i in range(rounds):
             pair = {mode: run_load(f"http://127.0.0.1:{ports[mode]}/v1/models/{name}:predict",
                                    body, clients, duration, pids[mode], work)
@@ -501,23 +510,19 @@ def bench_serving(serving_root: str, names: Sequence[str] = ("sum_two", "mobilen
     base = f"http://127.0.0.1:{port}"
     ours = bench_server(
         "tfx-servables",
-        [PYTHON, "-m", "serving", "--serving-dir", bench_root, "--port", str(port),
-         "--grpc-port", str(grpc_port), "--log-level", "warning"],
+        serve_command(bench_root, port, grpc_port),
         [f"{base}/v1/models/{n}" for n in names],
-        {n: f"{base}/v1/models/{n}:predict" for n in names}, duration, work,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"},
+        {n: f"{base}/v1/models/{n}:predict" for n in names}, duration, work, env=_quiet_env(),
         profile="sum_two" if profile and "sum_two" in names else None, log=log,
         grpc_target=f"127.0.0.1:{grpc_port}")
     batching_port, batching_grpc = free_port(), free_port()
     batching_base = f"http://127.0.0.1:{batching_port}"
     batched = bench_server(
         "batching",
-        [PYTHON, "-m", "serving", "--serving-dir", bench_root, "--port", str(batching_port),
-         "--grpc-port", str(batching_grpc), "--log-level", "warning", "--enable-batching",
-         "--batching-parameters-file", BATCHING_PARAMETERS],
+        serve_command(bench_root, batching_port, batching_grpc, batching=True),
         [f"{batching_base}/v1/models/{n}" for n in names],
         {n: f"{batching_base}/v1/models/{n}:predict" for n in names}, duration, work,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}, log=log,
+        env=_quiet_env(), log=log,
         grpc_target=f"127.0.0.1:{batching_grpc}")
     ab = batching_ab(bench_root, "mobilenet_v2_test", AB_CLIENTS, AB_ROUNDS, duration, work,
                      log=log) if "mobilenet_v2_test" in names else None

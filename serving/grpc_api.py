@@ -110,7 +110,8 @@ MAX_STATUS_MESSAGE = 1024
 # get_model_metadata_impl.h: GetModelMetadataImpl::kSignatureDef.
 SIGNATURE_DEF_FIELD = "signature_def"
 
-_OPTIONS = (
+# The gRPC server's channel arguments (also the bench's gRPC hello-world's).
+SERVER_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     # gRPC sets SO_REUSEPORT by default: a second server on the same port would bind
@@ -545,7 +546,7 @@ async def start(api: GrpcApi, host: str, port: int,
 
     Raises OSError when the address cannot be bound.
     """
-    server = grpc.aio.server(options=list(_OPTIONS) + list(options))
+    server = grpc.aio.server(options=list(SERVER_OPTIONS) + list(options))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(api), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(api), server)
