@@ -111,7 +111,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--orchestrator", choices=["beam", "local"], default="beam",
                         help="TFX BeamDagRunner (default) or LocalDagRunner")
     parser.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
-                        help="Beam pipeline argument, repeatable, e.g. "
+                        help="Beam pipeline argument for Beam-based components, repeatable, e.g. "
                              "--beam-arg=--direct_num_workers=2")
     parser.add_argument("--no-cache", action="store_true",
                         help="re-run every step even when its inputs are unchanged")

@@ -17,6 +17,7 @@ reported as this run's work.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
@@ -24,7 +25,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from absl import logging as absl_logging
 
@@ -136,9 +137,32 @@ def _runner(orchestrator: str, run_id: str):
         def run_with_ir(self, pipeline, run_options=None, **kwargs):
             runtime_parameter_utils.substitute_runtime_parameter(
                 pipeline, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
-            return super().run_with_ir(pipeline, run_options=run_options, **kwargs)
+            with _in_process_beam() if orchestrator == "beam" else contextlib.nullcontext():
+                return super().run_with_ir(pipeline, run_options=run_options, **kwargs)
 
     return _RunIdRunner()
+
+
+# Beam's DirectRunner first tries its Prism runner, which downloads a Go binary from
+# GitHub (apache_beam/runners/portability/prism_runner.py) and runs the nodes in it;
+# without network it falls back to this in-process FnApiRunner. A local run must not
+# depend on the network, nor run differently with it: the orchestration's runner is
+# pinned. TFX's BeamDagRunner builds ``beam.Pipeline()`` without options, so Beam's
+# default runner is the only place to say it.
+IN_PROCESS_BEAM_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+
+
+@contextlib.contextmanager
+def _in_process_beam() -> Iterator[None]:
+    """Beam's default runner is the in-process FnApiRunner while the block runs."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    default = StandardOptions.DEFAULT_RUNNER
+    StandardOptions.DEFAULT_RUNNER = IN_PROCESS_BEAM_RUNNER
+    try:
+        yield
+    finally:
+        StandardOptions.DEFAULT_RUNNER = default
 
 
 def _attribute(error: BaseException, candidates: Sequence[str], metadata_path: str,

@@ -48,11 +48,22 @@ def _models_config(serving_root) -> model_server_config_pb2.ModelServerConfig:
 
 
 def test_readme_run_command_publishes_three_models_then_nothing_new(tmp_path):
-    """`python runner.py` from the project, as a user types it (a subprocess)."""
+    """`python runner.py` from the project, as a user types it (a subprocess).
+
+    With a home of its own: Beam's DirectRunner would try to download its Prism runner
+    into ``~/.apache_beam`` (pipeline/local.py pins the in-process runner instead).
+    """
+    from servables.hub_standin import cache_dir
+
     command = [sys.executable, os.path.join(PROJECT, "runner.py"),
                "--output-dir", str(tmp_path / "outputs")]
-    first = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=600)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "TFHUB_CACHE_DIR": cache_dir()}
+    first = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=600,
+                           env=env)
     assert first.returncode == 0, first.stderr
+    assert not (home / ".apache_beam").exists()  # no runner download attempted
     serving = tmp_path / "outputs" / "serving"
     for name in ("sum_two", "fun_runif", "mobilenet_v2_test"):
         assert (serving / name / "1" / "saved_model.pb").is_file()
@@ -67,7 +78,8 @@ def test_readme_run_command_publishes_three_models_then_nothing_new(tmp_path):
     assert (tmp_path / "outputs" / "metadata.sqlite").is_file()
 
     before = _snapshot(serving)
-    second = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=600,
+                            env=env)
     assert second.returncode == 0, second.stderr
     assert _snapshot(serving) == before
     table = second.stdout.split("Next steps")[0]
