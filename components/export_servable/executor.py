@@ -12,6 +12,7 @@ from tfx.utils import path_utils
 
 from components import specs
 from components.export_servable.export import export_servable, signatures_json
+from components.memory import release_freed_memory
 
 
 class Executor(base_executor.BaseExecutor):
@@ -26,6 +27,7 @@ class Executor(base_executor.BaseExecutor):
         export_dir = path_utils.serving_model_dir(model.uri)
         logging.info("Exporting servable %s to %s", spec.name, export_dir)
         description = export_servable(spec, exec_properties["base_dir"], export_dir)
+        release_freed_memory()  # before the next step: the model is built and saved
         model.set_string_custom_property("servable_name", spec.name)
         model.set_string_custom_property("signatures", signatures_json(description))
         model.set_string_custom_property("fingerprint", description["fingerprint"])

@@ -14,6 +14,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
 from components import specs
+from components.memory import release_freed_memory
 from components.servable_evaluator.checks import evaluate
 from components.servable_evaluator.report import render_markdown
 from tfserving.filesystems import ensure_filesystem
@@ -32,6 +33,7 @@ class Executor(base_executor.BaseExecutor):
         for uri in (model.uri, blessing.uri):  # s3:// needs tensorflow-io's filesystem
             ensure_filesystem(uri)
         report = evaluate(path_utils.serving_model_path(model.uri), spec)
+        release_freed_memory()  # the loaded model is closed: before the next step
         io_utils.write_string_file(os.path.join(blessing.uri, specs.REPORT_JSON),
                                    json.dumps(report, indent=2, sort_keys=True))
         io_utils.write_string_file(os.path.join(blessing.uri, specs.REPORT_MARKDOWN),
