@@ -199,9 +199,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pipeline import tfx_imports
 
     tfx_imports.lazy_tfx_components()  # imports the run does not need (BENCHMARKS.md)
-    from pipeline import local, report
-
-    tfx_imports.settle_heap(args.orchestrator)  # full collections skip the import heap
+    with tfx_imports.frozen_imports(args.orchestrator):  # no collections over the import heap
+        from pipeline import local, report
 
     names = [s.name for s in catalog.select(selected)]
     print(f"tfx-servables: {', '.join(names)} ({args.orchestrator} orchestrator)",

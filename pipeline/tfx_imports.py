@@ -8,19 +8,24 @@ state, which a library caller (tests, notebooks) should not get as a side effect
   ``tfx/components/__init__.py`` first, which imports every standard component: TFMA,
   TFDV, TensorFlow Transform, the BigQuery and Kubernetes clients, nltk. The run uses none
   of them.
-- :func:`settle_heap`: once TensorFlow, TFX, Beam and ML Metadata are imported, one full
-  collection, then ``gc.freeze()``: the imported objects move to the permanent generation,
-  so later full collections (Python's own, and the ``gc.collect()`` in
-  ``keras.backend.clear_session()`` that every export runs) walk only what the run itself
-  allocated instead of the whole import heap.
+- :func:`frozen_imports`: TensorFlow, TFX, Beam and ML Metadata are imported with the
+  garbage collector off, then ``gc.freeze()`` moves the imported objects to the permanent
+  generation. The imports allocate about 650,000 long-lived objects and almost no cyclic
+  garbage (about 6,000 objects, no measurable memory), yet Python's collector, counting
+  allocations, ran 8 full collections over the growing heap during them: about 1.1 s of
+  a run's start-up. Frozen, the heap is not walked by later full collections either
+  (Python's own, and the ``gc.collect()`` in ``keras.backend.clear_session()`` that every
+  export runs): they see only what the run itself allocated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
 import sys
 import types
+from collections.abc import Iterator
 
 
 def lazy_tfx_components() -> bool:
@@ -57,11 +62,19 @@ def lazy_tfx_components() -> bool:
     return True
 
 
-def settle_heap(orchestrator: str) -> None:
-    """Imports ``orchestrator``'s TFX runner, collects once, and freezes the heap."""
-    if orchestrator == "local":
-        import tfx.orchestration.local.local_dag_runner  # noqa: F401
-    else:
-        import tfx.orchestration.beam.beam_dag_runner  # noqa: F401
-    gc.collect()
-    gc.freeze()
+@contextlib.contextmanager
+def frozen_imports(orchestrator: str) -> Iterator[None]:
+    """No collections while the block (then ``orchestrator``'s TFX runner) imports; then
+    the heap is frozen and the collector back on, whatever happened."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+        if orchestrator == "local":
+            import tfx.orchestration.local.local_dag_runner  # noqa: F401
+        else:
+            import tfx.orchestration.beam.beam_dag_runner  # noqa: F401
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()

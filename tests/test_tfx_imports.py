@@ -15,10 +15,13 @@ _PROBE = """
 import json, sys
 from pipeline import tfx_imports
 assert tfx_imports.lazy_tfx_components()
-from pipeline import local, report
-import components.export_servable.executor, components.servable_evaluator.executor
-import components.versioned_pusher.executor
-tfx_imports.settle_heap("beam")
+with tfx_imports.frozen_imports("beam"):
+    from pipeline import local, report
+    import components.export_servable.executor, components.servable_evaluator.executor
+    import components.versioned_pusher.executor
+import gc
+assert gc.isenabled() and gc.get_freeze_count() > 100_000
+assert "tfx.orchestration.beam.beam_dag_runner" in sys.modules
 heavy = sorted(m for m in ("tensorflow_model_analysis", "tensorflow_data_validation",
                            "tensorflow_transform", "kubernetes", "nltk",
                            "tfx.types.standard_component_specs") if m in sys.modules)
@@ -47,3 +50,28 @@ def test_lazy_tfx_components_is_a_no_op_once_imported(monkeypatch):
     monkeypatch.setitem(sys.modules, "tfx.components", sys.modules.get("tfx.components")
                         or object())
     assert tfx_imports.lazy_tfx_components() is False
+
+
+def test_frozen_imports_runs_no_collection_and_restores_the_collector():
+    import gc
+
+    from pipeline import tfx_imports
+
+    started: list[int] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        with pytest.raises(RuntimeError, match="inside"), tfx_imports.frozen_imports("beam"):
+            for _ in range(50_000):  # cyclic garbage: the collector would run many times
+                cycle: list = []
+                cycle.append(cycle)
+            raise RuntimeError("inside")
+        assert started == []
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.callbacks.remove(count)
+        gc.unfreeze()
