@@ -46,6 +46,9 @@ PY_SPY = os.path.join(ROOT, ".venv-bench", "bin", "py-spy")
 LOAD_LEVELS = (1, 4, 16)
 # The batching target (issue 17): mobilenet_v2_test at 16 clients, off and on alternating.
 AB_CLIENTS, AB_ROUNDS = 16, 3
+# The bound of that target: the model's own gain from batching, in-process, this many rows
+# per call (about what 16 clients give 2 batch threads) against one row per call.
+IN_PROCESS_BATCH = 8
 # The --batching-parameters-file of the batching rows.
 BATCHING_PARAMETERS = os.path.join(ROOT, "bench", "batching_parameters.txt")
 # What each servable is sent: the catalog's example (sum_two as the issue states it).
@@ -116,8 +119,9 @@ def _callable(path: str, name: str, intra_op_threads: int) -> tuple[Any, list[An
     except ImportError:
         bundle_module = None
     if bundle_module is not None and hasattr(bundle_module, "_lenient_callable"):
-        bundle = bundle_module.load_bundle(path, intra_op_threads=intra_op_threads,
-                                           inter_op_threads=intra_op_threads)
+        # As the server configures a version: intra-op threads as given, TensorFlow's
+        # default inter-op pool (one thread per core).
+        bundle = bundle_module.load_bundle(path, intra_op_threads=intra_op_threads)
         sig = bundle.signature_defs["serving_default"]
         feeds = sorted(arrays)
         call = bundle_module._lenient_callable(  # noqa: SLF001 - the server's own call
@@ -180,6 +184,13 @@ def inprocess(serving_root: str, names: Sequence[str], seconds: float,
         many = _loop(call, args, seconds, cores)
         results[name] = {"1": one, str(cores): many, "cores": cores,
                          "call": "session callable" if args else "TF2 signature function"}
+        if args and all(getattr(a, "ndim", 0) and len(a) == 1 for a in args):
+            import numpy as np
+
+            rows = [np.concatenate([a] * IN_PROCESS_BATCH) for a in args]
+            batched = _loop(call, rows, seconds, cores)
+            batched["rows_per_s"] = batched["calls_per_s"] * IN_PROCESS_BATCH
+            results[name]["batched"] = batched
     return results
 
 
@@ -213,6 +224,11 @@ def run_inprocess(serving_root: str, names: Sequence[str], seconds: float) -> di
             "single_thread_calls_per_s": max(o[0] for o in options if o[2] == "1"),
             "p50_us": runs[best[1]][name]["1"]["p50_us"], "call": runs[1][name]["call"],
             "runs": {f"intra_{intra or 'default'}": runs[intra][name] for intra in runs}}
+        batched = runs[1][name].get("batched")  # the server's setting: one intra-op thread
+        if batched:
+            limits[name]["batch_gain"] = (
+                batched["rows_per_s"] / runs[1][name][cores]["calls_per_s"])
+            limits[name]["batch_rows"] = IN_PROCESS_BATCH
     return limits
 
 
