@@ -130,8 +130,8 @@ def targets(p: dict[str, Any], s: dict[str, Any]) -> list[dict[str, Any]]:
         if ab:
             rounds = ", ".join(f"{r['ratio']:.2f}×" for r in ab["rounds"])
             model = limit["mobilenet_v2_test"]
-            bound = (f"; the model's own gain in-process, {model['batch_rows']} images per call "
-                     f"vs 1, one thread per core: {model['batch_gain']:.2f}×"
+            bound = (f"; the model's own gain in-process (its best batch, {model['batch_rows']}"
+                     f" images per call, vs 1; one thread per core): {model['batch_gain']:.2f}×"
                      if "batch_gain" in model else "")
             add(f"mobilenet_v2_test, {ab['clients']} clients, batching on ≥ 1.3× the req/s of "
                 "off, p99 ≤ 2×", f"{ab['ratio']:.2f}× req/s (median of {len(ab['rounds'])} "
