@@ -48,8 +48,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import math
 import os
@@ -65,6 +63,7 @@ import numpy as np
 from serving import events
 from serving.image_headers import image_info
 from tfserving import defaults
+from tfserving.heap import malloc_trim
 from tfserving.status import ServingError
 
 log = logging.getLogger("serving")
@@ -394,7 +393,7 @@ class MemoryReleaser:
         self.interval = interval
         self.delay = delay
         self.trims = 0
-        self._trim = _malloc_trim()
+        self._trim = malloc_trim()
         self._wanted = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -425,19 +424,6 @@ class MemoryReleaser:
             self.trims += 1
             events.count("memory_trims")
             time.sleep(self.interval)
-
-
-def _malloc_trim() -> Any:
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    trim = getattr(libc, "malloc_trim", None)
-    if trim is not None:
-        trim.argtypes = [ctypes.c_size_t]
-        trim.restype = ctypes.c_int
-    return trim
 
 
 # ------------------------------------------------------------------ flags

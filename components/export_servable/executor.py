@@ -12,7 +12,7 @@ from tfx.utils import path_utils
 
 from components import specs
 from components.export_servable.export import export_servable, signatures_json
-from components.memory import release_freed_memory
+from tfserving.heap import release_freed_memory
 
 
 class Executor(base_executor.BaseExecutor):

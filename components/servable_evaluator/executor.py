@@ -14,10 +14,10 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
 from components import specs
-from components.memory import release_freed_memory
 from components.servable_evaluator.checks import evaluate
 from components.servable_evaluator.report import render_markdown
 from tfserving.filesystems import ensure_filesystem
+from tfserving.heap import release_freed_memory
 
 
 class Executor(base_executor.BaseExecutor):

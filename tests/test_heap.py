@@ -1,10 +1,10 @@
-"""release_freed_memory: the heap pages a step freed go back to the OS (real RSS, glibc)."""
+"""tfserving.heap: the heap pages a step freed go back to the OS (real RSS, glibc)."""
 
 from __future__ import annotations
 
 import pytest
 
-from components import memory
+from tfserving import heap
 
 
 def _rss_mb() -> float:
@@ -16,7 +16,7 @@ def _rss_mb() -> float:
 
 
 def test_freed_heap_pages_are_returned():
-    if memory._malloc_trim() is None:
+    if heap.malloc_trim() is None:
         pytest.skip("the C library is not glibc: nothing to trim")
     # 200 MB in malloc'd blocks (above pymalloc's 512 bytes), every 50th kept alive, so
     # the freed pages lie between live blocks where free() itself does not return them.
@@ -24,7 +24,7 @@ def test_freed_heap_pages_are_returned():
     kept = blocks[::50]
     del blocks
     before = _rss_mb()
-    memory.release_freed_memory()
+    heap.release_freed_memory()
     after = _rss_mb()
     assert len(kept) == 4_000
     assert before - after > 100, (before, after)
