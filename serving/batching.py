@@ -470,14 +470,19 @@ class BatchingSession:
 
     # -- batch threads
     def _process(self, key: str, batch: _Batch) -> None:
-        tasks = batch.tasks
+        # A request whose waiter was cancelled (its client left) is dropped here; the
+        # others can no longer be cancelled, so their answers can always be delivered.
+        tasks = [t for t in batch.tasks if t.future.set_running_or_notify_cancel()]
+        if not tasks:
+            return
+        size = sum(t.size for t in tasks)
         if len(tasks) == 1 and not self.params.allowed_batch_sizes:
             self._run_alone(tasks[0])
             return
         try:
-            merged = self._merge(tasks, batch.size)
+            merged = self._merge(tasks, size)
             outputs = self._run(key, merged)
-            split = self._split(outputs, tasks, self.params.padded_size(batch.size))
+            split = self._split(outputs, tasks, self.params.padded_size(size))
         except Exception as err:  # noqa: BLE001 - any failure: each task gets its own answer
             if len(tasks) == 1:
                 _fail(tasks[0].future, err)

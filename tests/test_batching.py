@@ -266,6 +266,29 @@ def test_a_failing_request_does_not_fail_its_batch(scheduler):
     assert "k" not in session._unbatchable  # a bad request says nothing about the model
 
 
+def test_a_request_whose_client_left_does_not_fail_its_batch(scheduler):
+    """A request cancelled while queued (its gRPC client's deadline passed, the awaiting
+    task was cancelled and with it the Future) is dropped; its batch-mates get answers."""
+    gate = threading.Event()
+    model = Recorder(gate=gate)
+    session = BatchingSession(model, scheduler, BatchingParameters(
+        max_batch_size=8, num_batch_threads=2))
+    blockers = [BatchingSession(model, scheduler).schedule("k", {"x": np.ones((1, 1))})
+                for _ in range(2)]
+    deadline = time.monotonic() + 5
+    while len(model.sizes) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    gone = session.schedule("k", {"x": np.array([[1.0]])})
+    stays = session.schedule("k", {"x": np.array([[2.0]])})
+    assert gone.cancel()  # what asyncio.wrap_future's cancellation does to it
+    gate.set()
+    np.testing.assert_array_equal(stays.result(5)["y"], [[5.0]])
+    assert [f.result(5)["y"].shape for f in blockers] == [(1, 1), (1, 1)]
+    assert model.sizes[:3] == [1, 1, 1]  # its batch ran without it
+    after = session.schedule("k", {"x": np.array([[3.0]])})  # the batch threads still work
+    np.testing.assert_array_equal(after.result(5)["y"], [[7.0]])
+
+
 # ------------------------------------------------------------------------ seed servables
 
 
