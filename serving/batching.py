@@ -51,7 +51,9 @@ parses them with protobuf's own text format against a declared copy of that mess
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import os
 import threading
 import time
@@ -544,6 +546,17 @@ def _pad(arr: np.ndarray, target: Sequence[int]) -> np.ndarray:
     out = np.full((arr.shape[0], *target), arr.flat[0], dtype=arr.dtype)
     out[tuple(slice(0, n) for n in arr.shape)] = arr
     return out
+
+
+async def settled(future: concurrent.futures.Future) -> Callable[[], Any]:
+    """Waits on the event loop for a request scheduled with :meth:`BatchingSession.schedule`;
+    returns its ``result`` (which raises the call's error), so that the caller reads a
+    batched call's outputs as it reads a direct one (``Limits.outputs``). Cancelling the
+    wait cancels the request if its batch has not started."""
+    waited = asyncio.wrap_future(future)
+    with contextlib.suppress(Exception):  # raised again by waited.result()
+        await waited
+    return waited.result
 
 
 def _fail(future: concurrent.futures.Future, err: BaseException) -> None:

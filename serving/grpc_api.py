@@ -71,7 +71,6 @@ result is discarded.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import ipaddress
 import logging
@@ -94,7 +93,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving import containment
-from serving.batching import ServerBatching
+from serving.batching import ServerBatching, settled
 from serving.http import INLINE_MAX_BODY_BYTES
 from serving.limits import HeavyGate, Limits, MemoryReleaser, as_resource_exhausted
 from tfserving import classification, tensor_proto
@@ -169,15 +168,8 @@ class GrpcApi:
     def run(self, servable: Any, key: str, tensors: dict[str, Any],
             output_filter: list[str] | None = None) -> dict[str, Any]:
         """``servable.run`` with the response limits checked before anything is encoded."""
-        try:
-            outputs = servable.run(key, tensors, output_filter=output_filter)
-        except ServingError as err:  # TensorFlow's errors name files: no server paths
-            raise containment.public_error(err, self.registry.root) from None
-        error = self.limits.response_error(outputs, encoding="protobuf")
-        if error is not None:
-            del outputs  # not kept alive by the error's traceback
-            raise error
-        return outputs
+        return self.limits.outputs(lambda: servable.run(key, tensors, output_filter=output_filter),
+                                   self.registry.root, encoding="protobuf")
 
     def run_or_schedule(self, servable: Any, key: str, tensors: dict[str, Any],
                         output_filter: list[str], respond: Callable[[Any], Any]) -> Any:
@@ -193,15 +185,8 @@ class GrpcApi:
         return self._batched(future, respond)
 
     async def _batched(self, future: Any, respond: Callable[[Any], Any]) -> Any:
-        try:
-            outputs = await asyncio.wrap_future(future)
-        except ServingError as err:  # TensorFlow's errors name files: no server paths
-            raise containment.public_error(err, self.registry.root) from None
-        error = self.limits.response_error(outputs, encoding="protobuf")
-        if error is not None:
-            del outputs
-            raise error
-        return respond(outputs)
+        return respond(self.limits.outputs(await settled(future), self.registry.root,
+                                           encoding="protobuf"))
 
     # -- request plumbing
 

@@ -47,7 +47,6 @@ Stack decision: Starlette on uvicorn, with orjson for JSON.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
@@ -68,7 +67,7 @@ from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
 from serving import containment, events, pages
-from serving.batching import BatchingParameters, ServerBatching
+from serving.batching import BatchingParameters, ServerBatching, settled
 from serving.limits import HeavyGate, Limits, MemoryReleaser, as_resource_exhausted
 from serving.metrics import Metrics
 from serving.registry import ModelRegistry
@@ -314,15 +313,8 @@ class RestApi:
         """``servable.run`` within the input and response limits (serving/limits.py);
         ``fetch``: the outputs to compute (default: all)."""
         self.limits.check_inputs(tensors)
-        try:
-            outputs = servable.run(key, tensors, fetch)
-        except ServingError as err:  # TensorFlow's errors name files: no server paths
-            raise containment.public_error(err, self.registry.root) from None
-        error = self.limits.response_error(outputs, row_format)
-        if error is not None:
-            del outputs  # not kept alive by the error's traceback
-            raise error
-        return outputs
+        return self.limits.outputs(lambda: servable.run(key, tensors, fetch),
+                                   self.registry.root, row_format)
 
     def _predict(self, parsed: _Request, body: bytes, context: dict[str, Any],
                  servable: Any = None) -> bytes:
@@ -364,14 +356,7 @@ class RestApi:
                 outputs = await anyio.to_thread.run_sync(self._call, servable, sig.key, tensors,
                                                          row, limiter=self.limiter)
             return await step(json_tensor.encode_predict, outputs, fmt)
-        try:
-            outputs = await asyncio.wrap_future(future)
-        except ServingError as err:  # TensorFlow's errors name files: no server paths
-            raise containment.public_error(err, self.registry.root) from None
-        error = self.limits.response_error(outputs, row)
-        if error is not None:
-            del outputs
-            raise error
+        outputs = self.limits.outputs(await settled(future), self.registry.root, row)
         return await step(json_tensor.encode_predict, outputs, fmt)
 
     def _classify_or_regress(self, parsed: _Request, body: bytes, context: dict[str, Any],

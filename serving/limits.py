@@ -54,13 +54,13 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from serving import events
+from serving import containment, events
 from serving.image_headers import image_info
 from tfserving import defaults
 from tfserving.heap import malloc_trim
@@ -190,6 +190,24 @@ class Limits:
             except ServingError as err:
                 return err
         return None
+
+    def outputs(self, run: Callable[[], Mapping[str, Any]], serving_root: str,
+                row_format: bool = False, encoding: str = "JSON") -> Mapping[str, Any]:
+        """``run()``'s outputs as a client may receive them, REST or gRPC, batched or not.
+
+        A model's error loses the server's paths (:func:`serving.containment.public_error`:
+        TensorFlow's messages name files); a response too large to encode is refused
+        (step 4, :meth:`response_error`) with nothing else holding the outputs.
+        """
+        try:
+            outputs = run()
+        except ServingError as err:
+            raise containment.public_error(err, serving_root) from None
+        error = self.response_error(outputs, row_format, encoding)
+        if error is not None:
+            del outputs  # not kept alive by the error's traceback
+            raise error
+        return outputs
 
     def is_heavy(self, method: str, content_length: str | None) -> bool:
         """True for a POST whose body is over ``heavy_body_bytes`` or of unknown length."""
