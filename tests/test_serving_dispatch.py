@@ -91,10 +91,11 @@ def test_loaded_versions_report_their_dispatch(store):
 
 
 class _OneModel:
-    """A registry with one servable."""
+    """A registry with one servable, served from the root that holds its model."""
 
     def __init__(self, servable):
         self.servable = servable
+        self.root = os.path.dirname(os.path.dirname(servable.path))
 
     def resolve(self, name, version=None, label=None):
         if name != self.servable.name:
