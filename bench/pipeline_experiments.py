@@ -29,9 +29,10 @@ Variants (see ``VARIANTS``):
 - ``combined``: ``gc_freeze`` + ``lazy_tfx_components``.
 - ``gc_collect_freeze``, ``combined_collect``: the same with one ``gc.collect()`` before the
   freeze (garbage of the imports is freed, not frozen).
-- ``applied``: the proposal in the form it is applied: ``pipeline/tfx_imports.py``
-  (``lazy_tfx_components()`` before the pipeline is imported, ``settle_heap()`` after) and
-  the pusher on ``components/versioned_pusher/pusher_base.py``.
+- ``applied``: the proposal in the form it was applied in b2e883b: ``pipeline/tfx_imports.py``
+  (``lazy_tfx_components()`` before the pipeline is imported, ``settle_heap()`` after; since
+  73bed2f ``frozen_imports()`` around the imports instead) and the pusher on
+  ``components/versioned_pusher/pusher_base.py``.
 - ``floor_2_procs``: the floor split over two concurrent processes (MobileNet | the two
   small servables): the most that running independent branches concurrently could give on
   this machine.
