@@ -246,7 +246,9 @@ def test_pad_variable_length_inputs(scheduler):
     assert model.sizes[-1] == 2
 
 
-def test_a_failing_request_does_not_fail_its_batch(scheduler):
+def _both_batch_threads_held(scheduler):
+    """(gate, model, session, blockers): two requests hold both batch threads until
+    ``gate`` is set, so that what ``session`` schedules next queues as one batch."""
     gate = threading.Event()
     model = Recorder(gate=gate)
     session = BatchingSession(model, scheduler, BatchingParameters(
@@ -256,6 +258,11 @@ def test_a_failing_request_does_not_fail_its_batch(scheduler):
     deadline = time.monotonic() + 5
     while len(model.sizes) < 2 and time.monotonic() < deadline:
         time.sleep(0.001)
+    return gate, model, session, blockers
+
+
+def test_a_failing_request_does_not_fail_its_batch(scheduler):
+    gate, model, session, blockers = _both_batch_threads_held(scheduler)
     good = session.schedule("k", {"x": np.array([[1.0]])})
     bad = session.schedule("k", {"x": np.array([[-1.0]])})
     gate.set()
@@ -269,15 +276,7 @@ def test_a_failing_request_does_not_fail_its_batch(scheduler):
 def test_a_request_whose_client_left_does_not_fail_its_batch(scheduler):
     """A request cancelled while queued (its gRPC client's deadline passed, the awaiting
     task was cancelled and with it the Future) is dropped; its batch-mates get answers."""
-    gate = threading.Event()
-    model = Recorder(gate=gate)
-    session = BatchingSession(model, scheduler, BatchingParameters(
-        max_batch_size=8, num_batch_threads=2))
-    blockers = [BatchingSession(model, scheduler).schedule("k", {"x": np.ones((1, 1))})
-                for _ in range(2)]
-    deadline = time.monotonic() + 5
-    while len(model.sizes) < 2 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    gate, model, session, blockers = _both_batch_threads_held(scheduler)
     gone = session.schedule("k", {"x": np.array([[1.0]])})
     stays = session.schedule("k", {"x": np.array([[2.0]])})
     assert gone.cancel()  # what asyncio.wrap_future's cancellation does to it
