@@ -181,23 +181,24 @@ class RestApi:
         # Straight from the ASGI scope: a Starlette Request per call costs more than the
         # whole predict call of a small model.
         method = scope["method"]
-        heavy = self.limits.is_heavy(method, _content_length(scope))
+        declared = _content_length(scope)
+        heavy = self.limits.is_heavy(method, declared)
         if heavy:
             async with self.heavy.hold(heavy):  # before the body is read
-                response = await self._respond(scope, receive)
+                response = await self._respond(scope, receive, declared)
         else:
-            response = await self._respond(scope, receive)
+            response = await self._respond(scope, receive, declared)
         await response(scope, receive, send)
         if heavy or response.status_code in (413, 429) or \
                 len(getattr(response, "body", b"")) > self.limits.heavy_body_bytes:
             self.memory.request()  # hand what it used back to the OS
 
-    async def _respond(self, scope: Scope, receive: Receive) -> Response:
+    async def _respond(self, scope: Scope, receive: Receive, declared: str | None) -> Response:
         raw = scope.get("raw_path")
         path = raw.decode("latin-1") if raw else quote(scope.get("path", "/"))
         method = scope["method"]
         try:
-            body = await self._read_body(receive, _content_length(scope))
+            body = await self._read_body(receive, declared)
         except ClientDisconnect:
             return Response(status_code=499)
         except ServingError as err:
