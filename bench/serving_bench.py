@@ -185,7 +185,9 @@ def inprocess(serving_root: str, names: Sequence[str], seconds: float,
         many = _loop(call, args, seconds, cores)
         results[name] = {"1": one, str(cores): many, "cores": cores,
                          "call": "session callable" if args else "TF2 signature function"}
-        if args and all(getattr(a, "ndim", 0) and len(a) == 1 for a in args):
+        # The batching gain at the server's own setting only (run_inprocess reads it there).
+        if intra_op_threads == 1 and args and all(
+                getattr(a, "ndim", 0) and len(a) == 1 for a in args):
             import numpy as np
 
             gains: dict[str, list[float]] = {str(n): [] for n in IN_PROCESS_BATCHES}
